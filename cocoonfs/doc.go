@@ -1,0 +1,25 @@
+// Package cocoonfs opens CocoonFS images and reads them, every byte authenticated.
+//
+// CocoonFS (SUSE, COCONUT-SVSM) is a small encrypted filesystem for TEE state
+// such as a vTPM's NV storage: files are named by 64-bit inode numbers, every
+// filesystem entity is encrypted with a fresh random IV, and one Merkle tree
+// (the authentication tree) covers the whole image, so a single root HMAC in
+// the mutable header binds all contents, all metadata and the update counter.
+// The format is specified in ../shared/ref/cocoonfs-format.md; the bytes this
+// package reads are the ones the reference implementation writes, and where
+// the two differ the reference wins (docs/format/cocoonfs-reference-facts.md).
+//
+// Opening follows the format's bootstrap: static header → root key → journal
+// log head (a pending journal is reported, not replayed) → mutable header →
+// inode index entry leaf, pre-authenticated with an inline HMAC → the extents
+// lists of the authentication tree and allocation bitmap files (inline
+// authenticated chained extents) → the root node of the authentication tree
+// against the root HMAC → the allocation bitmap through the tree → the entry
+// leaf again, now through the tree → the inode index root.
+//
+// After Open, every read authenticates the data blocks it touches against
+// the tree before anything is decrypted or returned; tree nodes are verified
+// on the path from the root and cached once verified.
+//
+// An *FS is safe for concurrent use by multiple goroutines.
+package cocoonfs
