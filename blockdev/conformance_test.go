@@ -104,14 +104,14 @@ func testReadWrite(t *testing.T, im impl) {
 	}{
 		{0, 512},
 		{512, 4096},
-		{100, 1},       // unaligned single byte
-		{1000, 3000},   // straddles blocks
-		{size - 7, 7},  // ends exactly at Size
-		{4096, 0},      // empty
-		{size, 0},      // empty at Size is in range
-		{0, size},      // whole device
-		{8191, 2},      // straddles a block boundary
-		{12000, 4384},  // ends at Size
+		{100, 1},        // unaligned single byte
+		{1000, 3000},    // straddles blocks
+		{size - 7, 7},   // ends exactly at Size
+		{4096, 0},       // empty
+		{size, 0},       // empty at Size is in range
+		{0, size},       // whole device
+		{8191, 2},       // straddles a block boundary
+		{12000, 4384},   // ends at Size
 		{3333, 128 * 3}, // arbitrary
 	}
 	for i, w := range writes {

@@ -22,12 +22,12 @@ type authTree struct {
 	byStart  []disk.Extent // sorted by physical start, for index-domain mapping
 	allocLen uint64        // total allocation blocks of the tree's extents
 
-	nodeSize                    uint64
+	nodeSize                     uint64
 	leafEntries, internalEntries uint64 // powers of two
 	leafDigestLen, nodeDigestLen int
-	leaves                      uint64 // leaf nodes present
-	height                      int    // levels; 1 means the root is a leaf
-	dataBlocks                  uint64 // data blocks in the index domain inside the image
+	leaves                       uint64 // leaf nodes present
+	height                       int    // levels; 1 means the root is a leaf
+	dataBlocks                   uint64 // data blocks in the index domain inside the image
 
 	rootDigest []byte // the root HMAC from the mutable header
 

@@ -73,7 +73,7 @@ type chain struct {
 	// read returns one extent's bytes, already authenticated when mac is nil.
 	read func(e disk.Extent) ([]byte, error)
 	// maxExtents bounds the chain walk so a crafted loop ends with an error.
-	maxExtents int
+	maxExtents        int
 	cipherID, keyBits uint16
 }
 

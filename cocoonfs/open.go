@@ -41,6 +41,7 @@ type FS struct {
 	headerAllocs     uint64
 
 	treeExtents, bitmapExtents []disk.Extent
+	bootChains                 []disk.Extent // extents lists of inodes 1 and 2
 	tree                       *authTree
 	bitmap                     *allocBitmap
 	index                      *inodeIndex
@@ -299,7 +300,10 @@ func (f *FS) preauthExtents(ino uint64, p disk.ExtentPtr) ([]disk.Extent, error)
 	}
 	aad := binary.LittleEndian.AppendUint64(nil, ino)
 	aad = append(aad, 0, 2) // format version, "inode extents list" associated data type
-	ch := f.newChain(ino, subdomainExtentsList, 0, f.readRawExtent)
+	ch := f.newChain(ino, subdomainExtentsList, 0, func(e disk.Extent) ([]byte, error) {
+		f.bootChains = append(f.bootChains, e)
+		return f.readRawExtent(e)
+	})
 	ch.mac = func() hash.Hash { return f.keys.hmac(f.algs.preauthHMAC, ino, subdomainExtentsList, purposePreauth) }
 	ch.aad = aad
 	list, err := ch.decode(disk.Extent{Start: start, Len: n})

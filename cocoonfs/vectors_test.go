@@ -94,3 +94,21 @@ func TestVectorsOpenListRead(t *testing.T) {
 		})
 	}
 }
+
+func TestVectorsVerify(t *testing.T) {
+	for _, v := range formatted {
+		t.Run(v.image, func(t *testing.T) {
+			f, err := Open(openVector(t, v.image), vectorKey, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := f.Verify(t.Context(), nil)
+			if err != nil {
+				t.Fatalf("Verify: %v\n%v", err, rep.Problems)
+			}
+			if rep.Inodes != len(v.files) || rep.DataBlocks != f.tree.dataBlocks {
+				t.Errorf("report %+v, want %d inodes and %d data blocks", rep, len(v.files), f.tree.dataBlocks)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package tcg
 import (
 	"errors"
 	"fmt"
+	"github.com/sealfs/sealfs/errs"
 )
 
 // AlgID is an algorithm identifier from the TCG Algorithm Registry (the
@@ -67,8 +68,9 @@ func (id AlgID) describe() string {
 
 // ErrUnsupportedAlgorithm is wrapped by every error that reports an
 // algorithm identifier (or identifier/key size combination) this package
-// cannot provide.
-var ErrUnsupportedAlgorithm = errors.New("unsupported algorithm")
+// cannot provide. It is the project-wide errs.ErrUnsupportedAlgorithm, so
+// callers of any sealfs store can test for it.
+var ErrUnsupportedAlgorithm = errs.ErrUnsupportedAlgorithm
 
 // ErrKeySize is wrapped by errors reporting a key whose length does not
 // match the cipher. The messages give the length only, never key material.

@@ -1,0 +1,218 @@
+package cocoonfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+)
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	DataBlocks      uint64   `json:"data_blocks"`      // data blocks authenticated
+	AllocatedBlocks uint64   `json:"allocated_blocks"` // allocation blocks marked in the bitmap
+	Inodes          int      `json:"inodes"`           // user inodes read back
+	Bytes           int64    `json:"bytes"`            // plaintext bytes of user files
+	Problems        []string `json:"problems,omitempty"`
+}
+
+// maxProblems bounds the report on a badly damaged image.
+const maxProblems = 100
+
+func (r *VerifyReport) add(format string, args ...any) {
+	if len(r.Problems) < maxProblems {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// Verify authenticates every data block of the image against the tree,
+// checks that the tree's unused entries are zero, cross-checks the
+// allocation bitmap against every extent the filesystem references (headers,
+// journal log head, tree, bitmap, aux metadata, index nodes, files and their
+// extents lists), and decrypts every file. progress, if not nil, is called
+// with the data blocks done so far and the total.
+//
+// A damaged image yields a report listing the problems and an error wrapping
+// ErrAuthentication (if any block failed authentication) or ErrCorrupt.
+func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*VerifyReport, error) {
+	r := &VerifyReport{}
+	authFailed := false
+	l := f.layout
+	ab := l.AllocBlockSize()
+	per := uint64(1) << l.AuthTreeDataBlockLog2
+	const batch = 1 << 20
+	perBatch := max(batch/(per*ab), 1) * per
+	for a := uint64(0); a < f.imageAllocBlocks; {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		if _, ok := f.tree.domainIndex(a); !ok {
+			a += per
+			continue
+		}
+		end := min(a+perBatch, f.imageAllocBlocks)
+		// Stop the batch at the next tree extent.
+		for _, e := range f.tree.byStart {
+			if e.Start > a && e.Start < end {
+				end = e.Start
+			}
+		}
+		buf, err := f.readRaw(a*ab, (end-a)*ab)
+		if err != nil {
+			return r, err
+		}
+		for b := a; b < end; b += per {
+			cnt := min(per, end-b)
+			if err := f.checkDataBlock(b, buf[(b-a)*ab:(b-a+cnt)*ab]); err != nil {
+				if errors.Is(err, ErrAuthentication) {
+					authFailed = true
+				}
+				r.add("%v", err)
+			}
+			r.DataBlocks++
+		}
+		a = end
+		if progress != nil {
+			progress(r.DataBlocks, f.tree.dataBlocks)
+		}
+	}
+	f.verifyTreeTail(r)
+	f.verifyAllocations(r)
+	for a := uint64(0); a < f.imageAllocBlocks; a++ {
+		if f.bitmap.allocated(a) {
+			r.AllocatedBlocks++
+		}
+	}
+	if len(r.Problems) == 0 {
+		f.verifyFiles(ctx, r)
+	}
+	switch {
+	case len(r.Problems) == 0:
+		return r, nil
+	case authFailed:
+		return r, fmt.Errorf("cocoonfs: verify: %d problem(s), first: %s: %w", len(r.Problems), r.Problems[0], ErrAuthentication)
+	default:
+		return r, fmt.Errorf("cocoonfs: verify: %d problem(s), first: %s: %w", len(r.Problems), r.Problems[0], ErrCorrupt)
+	}
+}
+
+// verifyTreeTail checks that leaf entries past the image's end are zero, as
+// the format requires for blocks beyond the image.
+func (f *FS) verifyTreeTail(r *VerifyReport) {
+	t := f.tree
+	last := t.dataBlocks - 1
+	if _, err := t.leafEntry(last); err != nil { // verifies the path to the last leaf
+		r.add("authentication tree: %v", err)
+		return
+	}
+	t.mu.Lock()
+	raw := t.verified[t.leafPos(last/t.leafEntries)]
+	t.mu.Unlock()
+	for slot := last%t.leafEntries + 1; slot < t.leafEntries; slot++ {
+		for _, b := range raw[slot*uint64(t.leafDigestLen) : (slot+1)*uint64(t.leafDigestLen)] {
+			if b != 0 {
+				r.add("authentication tree: leaf entry for data block %d beyond the image end is not zero", last-last%t.leafEntries+slot)
+				break
+			}
+		}
+	}
+}
+
+// leafPos is the DFS position of leaf number leafIdx.
+func (t *authTree) leafPos(leafIdx uint64) uint64 {
+	pos, first := uint64(0), uint64(0)
+	for level := t.height - 1; level > 0; level-- {
+		span := uint64(1)
+		for i := 1; i < level; i++ {
+			span *= t.internalEntries
+		}
+		c := (leafIdx - first) / span
+		pos += 1 + c*t.fullSubtree(level-1)
+		first += c * span
+	}
+	return pos
+}
+
+// verifyAllocations marks every referenced allocation block and compares
+// with the bitmap.
+func (f *FS) verifyAllocations(r *VerifyReport) {
+	owner := make(map[uint64]string)
+	mark := func(e disk.Extent, what string) {
+		for a := e.Start; a < e.Start+e.Len && a < f.imageAllocBlocks; a++ {
+			if prev, ok := owner[a]; ok {
+				r.add("allocation block %d used by both %s and %s", a, prev, what)
+				continue
+			}
+			owner[a] = what
+		}
+	}
+	mark(disk.Extent{Start: 0, Len: f.headerAllocs}, "the image header")
+	mark(f.journalHead, "the journal log head")
+	for _, e := range f.treeExtents {
+		mark(e, "the authentication tree")
+	}
+	for _, e := range f.bitmapExtents {
+		mark(e, "the allocation bitmap")
+	}
+	for _, e := range f.auxExtents {
+		mark(e, "aux metadata")
+	}
+	for _, e := range f.bootChains {
+		mark(e, "an extents list of the tree or bitmap")
+	}
+	err := f.index.walk(func(e disk.LeafEntry) error {
+		if e.Inode <= inoAllocBitmap {
+			return nil // marked above from the bootstrap extents
+		}
+		data, chainExt, err := f.entryExtents(e)
+		if err != nil {
+			r.add("inode %d: %v", e.Inode, err)
+			return nil
+		}
+		what := fmt.Sprintf("inode %d", e.Inode)
+		if e.Inode == inoIndexRoot {
+			return nil // the root node is marked by the node walk
+		}
+		for _, x := range chainExt {
+			mark(x, what+" extents list")
+		}
+		for _, x := range data {
+			mark(x, what)
+		}
+		return nil
+	}, func(start, allocs uint64) {
+		mark(disk.Extent{Start: start, Len: allocs}, "the inode index")
+	})
+	if err != nil {
+		r.add("inode index: %v", err)
+	}
+	for a := uint64(0); a < f.imageAllocBlocks; a++ {
+		used, alloc := owner[a] != "", f.bitmap.allocated(a)
+		switch {
+		case used && !alloc:
+			r.add("allocation block %d is used by %s but free in the allocation bitmap", a, owner[a])
+		case alloc && !used:
+			r.add("allocation block %d is allocated but nothing references it (leaked)", a)
+		}
+	}
+}
+
+func (f *FS) verifyFiles(ctx context.Context, r *VerifyReport) {
+	for ino, err := range f.Inodes() {
+		if err != nil {
+			r.add("inode index: %v", err)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		data, err := f.ReadFile(ino.Ino)
+		if err != nil {
+			r.add("inode %d: %v", ino.Ino, err)
+			continue
+		}
+		r.Inodes++
+		r.Bytes += int64(len(data))
+	}
+}
