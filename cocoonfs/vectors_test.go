@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
@@ -112,3 +113,5 @@ func TestVectorsVerify(t *testing.T) {
 		})
 	}
 }
+
+func formatIno(ino uint64) string { return strconv.FormatUint(ino, 10) }

@@ -191,7 +191,7 @@ func DecodeJournalLog(payload []byte, dataDigestLen, preauthDigestLen int) (Jour
 		if tag <= lastTag {
 			return JournalLog{}, errf(ErrCorrupt, "journal log field at offset %d: tag %d after tag %d", off, tag, lastTag)
 		}
-		if tag != lastTag+1 && tag <= lastMandatoryTag+1 {
+		if lastTag < lastMandatoryTag && tag != lastTag+1 {
 			return JournalLog{}, errf(ErrCorrupt, "journal log field at offset %d: tag %d, expected tag %d", off, tag, lastTag+1)
 		}
 		lastTag = tag
