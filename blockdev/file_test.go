@@ -125,6 +125,15 @@ func TestFilePersistence(t *testing.T) {
 	if err := d.Sync(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Sync after Close = %v; want os.ErrClosed", err)
 	}
+	if err := d.Trim(0, 512); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Trim after Close = %v; want os.ErrClosed", err)
+	}
+	if err := d.Resize(512); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Resize after Close = %v; want os.ErrClosed", err)
+	}
+	if err := d.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("second Close = %v; want os.ErrClosed", err)
+	}
 
 	ro, err := OpenFile(path, &FileOptions{ReadOnly: true})
 	if err != nil {

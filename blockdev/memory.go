@@ -134,6 +134,7 @@ func (m *Memory) Resize(size int64) error {
 	}
 	if size <= int64(cap(m.data)) {
 		m.data = m.data[:size]
+		clear(m.data[old:]) // spare capacity is not ours to trust
 		return nil
 	}
 	grown := make([]byte, size)

@@ -84,7 +84,8 @@ func apply(dst Device, op LoggedOp) error {
 // the list includes those. It also includes 0 and, when it is a multiple
 // of TearGranularity, writeLen: they reproduce the untorn before and after
 // states, so one loop over the list covers every outcome of the write.
-// It returns nil for a negative writeLen or an invalid block size.
+// It returns nil for a negative writeOff or writeLen or an invalid block
+// size.
 func TearPivots(writeOff int64, writeLen int, blockSize int) []int {
 	if writeLen < 0 || writeOff < 0 || !validBlockSize(blockSize) {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 	"github.com/sealfs/sealfs/errs"
 )
 
@@ -21,10 +22,13 @@ var (
 	ErrCorrupt = errs.ErrCorrupt
 	// ErrUnsupportedAlgorithm: the header names an algorithm sealfs lacks.
 	ErrUnsupportedAlgorithm = errs.ErrUnsupportedAlgorithm
+	// ErrUnsupported: a well-formed header of a format version or feature
+	// sealfs does not implement.
+	ErrUnsupported = errs.ErrUnsupported
 
 	// ErrNotCocoonFS: the medium holds neither a CocoonFS header nor a
 	// filesystem creation info header.
-	ErrNotCocoonFS = errors.New("not a CocoonFS image")
+	ErrNotCocoonFS = disk.ErrNotCocoonFS
 	// ErrNotFormatted: the medium holds only a filesystem creation info header
 	// (keyless provisioning); the first read-write open with a key formats it.
 	ErrNotFormatted = errors.New("image holds only a filesystem creation info header")

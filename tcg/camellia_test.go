@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sealfs/sealfs/internal/testutil"
 	"math/rand/v2"
 	"os/exec"
 	"strings"
@@ -159,10 +160,7 @@ func TestCamelliaShortBlockPanics(t *testing.T) {
 // TestCamelliaOpenSSL compares against the openssl command for random keys
 // and multi-block inputs, an implementation independent of this one.
 func TestCamelliaOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed; skipping Camellia cross-check against OpenSSL")
-	}
+	openssl := testutil.RequireTool(t, "openssl")
 	rng := rand.NewChaCha8([32]byte{'c', 'a', 'm', 'e', 'l', 'l', 'i', 'a'})
 	for _, bits := range []int{128, 192, 256} {
 		for i := 0; i < 5; i++ {

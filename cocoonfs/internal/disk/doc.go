@@ -31,16 +31,21 @@ package disk
 import (
 	"errors"
 	"fmt"
+
+	"github.com/sealfs/sealfs/errs"
 )
 
 var (
-	// ErrCorrupt reports structurally invalid bytes.
-	ErrCorrupt = errors.New("corrupt CocoonFS structure")
+	// ErrCorrupt reports structurally invalid bytes. It is the project-wide
+	// errs.ErrCorrupt.
+	ErrCorrupt = errs.ErrCorrupt
 	// ErrTorn reports a failed integrity protection check: the extent was
-	// torn by an interrupted write or has never been written.
-	ErrTorn = errors.New("torn or unwritten CocoonFS extent")
-	// ErrUnsupported reports a valid but unsupported structure.
-	ErrUnsupported = errors.New("unsupported CocoonFS feature")
+	// torn by an interrupted write, never written, or altered. It matches
+	// ErrCorrupt too, since to a reader all three are damaged bytes.
+	ErrTorn = fmt.Errorf("torn or unwritten CocoonFS extent: %w", errs.ErrCorrupt)
+	// ErrUnsupported reports a valid but unsupported structure; it is
+	// errs.ErrUnsupported.
+	ErrUnsupported = errs.ErrUnsupported
 	// ErrNotCocoonFS reports that neither header magic is present.
 	ErrNotCocoonFS = errors.New("not a CocoonFS image")
 	// errArg reports a programming error by the caller (bad parameters),

@@ -56,6 +56,7 @@ const (
 	JournalTorn                       // magic present, integrity check failed: not active
 )
 
+// String returns the state name.
 func (s JournalState) String() string {
 	switch s {
 	case JournalEmpty:

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/sealfs/sealfs/cocoonfs"
+)
+
+// Exit codes. They are part of the CLI's interface (scripts test them), so
+// a number, once given a meaning, keeps it: add new codes, never renumber.
+// EXIT_CODES.md documents them for users; keep the two in step.
+const (
+	ExitOK             = 0 // success
+	ExitError          = 1 // any other error: I/O, output file, unclassified
+	ExitUsage          = 2 // invalid command line
+	ExitWrongKey       = 3 // the key does not open the image
+	ExitAuthentication = 4 // stored bytes failed authentication (tampering)
+	ExitCorrupt        = 5 // corrupt, not CocoonFS, or unsupported algorithm
+	ExitNotFound       = 6 // no such inode
+	ExitNotFormatted   = 7 // creation info header only, or pending journal
+	ExitIOBlockSize    = 8 // device block size exceeds the image's IO block
+)
+
+// codedError carries an exit code chosen where the meaning of a failure is
+// known (a usage mistake, an OS error on a file the CLI opened itself), so
+// that exitCode does not have to guess it from sentinels.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &codedError{code, err}
+}
+
+func usageErrorf(format string, args ...any) error {
+	return withCode(ExitUsage, fmt.Errorf(format, args...))
+}
+
+// exitCode maps an error from a runX function to the process exit code.
+// The order matters: a wrong key also matches ErrAuthentication.
+func exitCode(err error) int {
+	var ce *codedError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.Is(err, cocoonfs.ErrWrongKey):
+		return ExitWrongKey
+	case errors.Is(err, cocoonfs.ErrAuthentication):
+		return ExitAuthentication
+	case errors.Is(err, cocoonfs.ErrNotFormatted), errors.Is(err, cocoonfs.ErrPendingJournal):
+		return ExitNotFormatted
+	case errors.Is(err, cocoonfs.ErrIOBlockTooSmall):
+		return ExitIOBlockSize
+	case errors.Is(err, cocoonfs.ErrCorrupt), errors.Is(err, cocoonfs.ErrNotCocoonFS),
+		errors.Is(err, cocoonfs.ErrUnsupportedAlgorithm):
+		return ExitCorrupt
+	case errors.Is(err, fs.ErrNotExist):
+		return ExitNotFound
+	}
+	return ExitError
+}

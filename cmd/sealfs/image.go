@@ -1,0 +1,84 @@
+package main
+
+import (
+	"os"
+
+	"github.com/sealfs/sealfs/blockdev"
+	"github.com/sealfs/sealfs/cocoonfs"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// imageOptions are shared by every command that opens an image.
+type imageOptions struct {
+	JSON  bool // the global --json flag
+	Force bool
+	Key   keyOptions
+}
+
+func (o *imageOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVarP(&o.Force, "force", "f", false,
+		"open even if the device's block size exceeds the image's IO block (matters only for read-write opens; these commands open read-only)")
+	o.Key.AddFlags(fs)
+}
+
+// bind fills what does not come from the command's own flags.
+func (o *imageOptions) bind(g *globalOptions, cmd *cobra.Command) {
+	o.JSON = g.JSON
+	o.Key.EnvFile = os.Getenv(keyFileEnv)
+	o.Key.Stdin = cmd.InOrStdin()
+}
+
+// runFunc is the shape of every runX once its options are bound.
+type runFunc func(cmd *cobra.Command, args []string) error
+
+// runE adapts a runX call to cobra: binds the shared options and marks the
+// error as the command's own (see runError).
+func runE(g *globalOptions, o *imageOptions, run runFunc) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		o.bind(g, cmd)
+		if err := run(cmd, args); err != nil {
+			return &runError{err}
+		}
+		return nil
+	}
+}
+
+// openDevice opens an image read-only. Its errors are the OS's, so they get
+// the generic code rather than being mistaken for a missing inode.
+func openDevice(path string) (*blockdev.File, error) {
+	dev, err := blockdev.OpenFile(path, &blockdev.FileOptions{ReadOnly: true})
+	return dev, withCode(ExitError, err)
+}
+
+// openFS loads the key, opens the image and wipes the key: cocoonfs.Open
+// derives its own keys and keeps no reference to ours.
+func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
+	key, err := o.Key.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(key)
+	dev, err := openDevice(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := cocoonfs.Open(dev, key, &cocoonfs.Options{Force: o.Force})
+	if err != nil {
+		dev.Close()
+		return nil, nil, err
+	}
+	return f, func() { f.Close(); dev.Close() }, nil
+}
+
+// needArgs checks the positional arguments; runX functions call it so that
+// in-process callers get the same usage errors as the command line.
+func needArgs(args []string, names ...string) error {
+	switch {
+	case len(args) < len(names):
+		return usageErrorf("missing %s", names[len(args)])
+	case len(args) > len(names):
+		return usageErrorf("unexpected argument %q", args[len(names)])
+	}
+	return nil
+}
