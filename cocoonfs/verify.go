@@ -15,16 +15,51 @@ type VerifyReport struct {
 	Inodes          int      `json:"inodes"`           // user inodes read back
 	Bytes           int64    `json:"bytes"`            // plaintext bytes of user files
 	Problems        []string `json:"problems,omitempty"`
+
+	// repeats counts further occurrences of each problem, so that one bad
+	// tree node is reported once rather than once per data block under it.
+	repeats map[string]int
 }
 
 // maxProblems bounds the report on a badly damaged image.
 const maxProblems = 100
 
 func (r *VerifyReport) add(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if r.repeats == nil {
+		r.repeats = make(map[string]int)
+	}
+	if _, dup := r.repeats[msg]; dup {
+		r.repeats[msg]++
+		return
+	}
 	if len(r.Problems) < maxProblems {
-		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		r.repeats[msg] = 0
+		r.Problems = append(r.Problems, msg)
 	}
 }
+
+// finish folds the repeat counts into the problem messages.
+func (r *VerifyReport) finish() {
+	for i, p := range r.Problems {
+		if n := r.repeats[p]; n > 0 {
+			r.Problems[i] = fmt.Sprintf("%s (and %d more times)", p, n)
+		}
+	}
+}
+
+// verifyError reports a failed Verify; it unwraps to ErrAuthentication or
+// ErrCorrupt without repeating the sentinel's text.
+type verifyError struct {
+	n     int
+	first string
+	kind  error
+}
+
+func (e *verifyError) Error() string {
+	return fmt.Sprintf("cocoonfs: verify found %d problem(s), the first: %s", e.n, e.first)
+}
+func (e *verifyError) Unwrap() error { return e.kind }
 
 // Verify authenticates every data block of the image against the tree,
 // checks that the tree's unused entries are zero, cross-checks the
@@ -84,16 +119,17 @@ func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*Ve
 			r.AllocatedBlocks++
 		}
 	}
-	if len(r.Problems) == 0 {
-		f.verifyFiles(ctx, r)
-	}
+	// Read every file even on a damaged image: the report then says which
+	// inodes the damage reaches.
+	f.verifyFiles(ctx, r)
+	r.finish()
 	switch {
 	case len(r.Problems) == 0:
 		return r, nil
 	case authFailed:
-		return r, fmt.Errorf("cocoonfs: verify: %d problem(s), first: %s: %w", len(r.Problems), r.Problems[0], ErrAuthentication)
+		return r, &verifyError{len(r.Problems), r.Problems[0], ErrAuthentication}
 	default:
-		return r, fmt.Errorf("cocoonfs: verify: %d problem(s), first: %s: %w", len(r.Problems), r.Problems[0], ErrCorrupt)
+		return r, &verifyError{len(r.Problems), r.Problems[0], ErrCorrupt}
 	}
 }
 
