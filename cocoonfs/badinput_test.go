@@ -258,3 +258,46 @@ func TestInfoAndCounter(t *testing.T) {
 	}
 	t.Logf("v02 counter %s", g.UpdateCounter())
 }
+
+// TestImpossibleLayout writes static headers whose integrity protection is
+// intact but whose layout cannot be: Open must name the field.
+func TestImpossibleLayout(t *testing.T) {
+	v01 := vectorBytes(t, "v01-sha2-aes128.img")
+	sh, err := disk.DecodeStaticHeader(v01[:512])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		field string
+		pos   int // byte of the 21-byte layout
+		value byte
+	}{
+		{"io_block_allocation_blocks_log2", 1, 7},
+		{"auth_tree_data_block_allocation_blocks_log2", 3, 9},
+		{"index_tree_leaf_node_allocation_blocks_log2", 5, 200},
+		{"index_tree_internal_node_allocation_blocks_log2", 6, 7},
+		{"allocation_block_size_128b_log2", 0, 60},
+	} {
+		t.Run(c.field, func(t *testing.T) {
+			b := append([]byte(nil), v01...)
+			hdr := make([]byte, 512)
+			copy(hdr, "COCOONFS")
+			hdr[8] = 1
+			lay := sh.Layout.Append(nil)
+			lay[c.pos] = c.value
+			copy(hdr[9:], lay)
+			hdr[30] = byte(len(sh.Salt))
+			copy(hdr[31+disk.IntegrityLen(sh.Layout):], sh.Salt)
+			// Protect with the real layout's parameters (the IO block size
+			// and section length): only the layout bytes lie.
+			if err := disk.ApplyIntegrity(hdr, 8, 23, sh.Layout); err != nil {
+				t.Fatal(err)
+			}
+			copy(b, hdr)
+			_, err := Open(blockdev.NewMemoryFrom(b, 512), vectorKey, nil)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("err = %v, want ErrCorrupt naming %s", err, c.field)
+			}
+		})
+	}
+}
