@@ -178,12 +178,9 @@ func (t *authTree) readNodeRaw(pos uint64) ([]byte, error) {
 	return nil, corruptf("authentication tree node %d beyond the tree's extents", pos)
 }
 
-// verifyRoot checks the root node against the root HMAC.
-func (t *authTree) verifyRoot(encCounter, imageContext []byte) error {
-	root, err := t.readNodeRaw(0)
-	if err != nil {
-		return err
-	}
+// rootHMAC is the root digest: the root node, the begin of its last entry's
+// range, the encrypted update counter and the image context.
+func (t *authTree) rootHMAC(root, encCounter, imageContext []byte) []byte {
 	f := t.fs
 	m := f.keys.hmac(f.algs.rootHMAC, inoAuthTree, subdomainNone, purposeAuthRoot)
 	m.Write(root)
@@ -191,13 +188,55 @@ func (t *authTree) verifyRoot(encCounter, imageContext []byte) error {
 	m.Write(encCounter)
 	m.Write(imageContext)
 	m.Write([]byte{0, authSubjectTreeRoot})
-	if !hmac.Equal(m.Sum(nil), t.rootDigest) {
+	return m.Sum(nil)
+}
+
+// verifyRoot checks the root node against the root HMAC.
+func (t *authTree) verifyRoot(encCounter, imageContext []byte) error {
+	root, err := t.readNodeRaw(0)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(t.rootHMAC(root, encCounter, imageContext), t.rootDigest) {
 		return authf("authentication tree root does not match the root digest in the mutable header")
 	}
 	t.mu.Lock()
 	t.verified[0] = root
 	t.mu.Unlock()
 	return nil
+}
+
+// build lays out the whole tree for the given data block digests: the
+// returned buffer holds every stored node in DFS pre-order (nodes past the
+// tree's size stay zero, as do entries past the image's end).
+func (t *authTree) build(leafDigest func(d uint64) []byte) []byte {
+	ns := t.nodeSize
+	buf := make([]byte, t.allocLen*t.fs.layout.AllocBlockSize())
+	var rec func(pos uint64, level int, firstLeaf uint64) (size uint64, digest []byte)
+	rec = func(pos uint64, level int, firstLeaf uint64) (uint64, []byte) {
+		node := buf[pos*ns : (pos+1)*ns]
+		if level == 0 {
+			for slot := uint64(0); slot < t.leafEntries; slot++ {
+				if d := firstLeaf*t.leafEntries + slot; d < t.dataBlocks {
+					copy(node[slot*uint64(t.leafDigestLen):], leafDigest(d))
+				}
+			}
+			return 1, t.nodeDigest(node, 0, firstLeaf*t.leafEntries)
+		}
+		span := uint64(1)
+		for i := 1; i < level; i++ {
+			span *= t.internalEntries
+		}
+		size := uint64(1)
+		for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
+			n, dg := rec(pos+size, level-1, firstLeaf+c*span)
+			copy(node[c*uint64(t.nodeDigestLen):], dg)
+			size += n
+		}
+		return size, t.nodeDigest(node, level, firstLeaf*t.leafEntries)
+	}
+	rec(0, t.height-1, 0)
+	return buf
 }
 
 // nodeDigest is the digest a parent stores for the child node at level whose
@@ -323,4 +362,18 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// physicalDataBlock maps an index-domain data block to the physical
+// allocation block it starts at: the inverse of domainIndex.
+func (f *FS) physicalDataBlock(d uint64) uint64 {
+	a := d << f.layout.AuthTreeDataBlockLog2
+	for _, e := range f.tree.byStart {
+		if e.Start <= a {
+			a += e.Len
+		} else {
+			break
+		}
+	}
+	return a
 }

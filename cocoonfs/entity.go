@@ -150,11 +150,11 @@ func (ch *chain) decode(first disk.Extent) ([]byte, error) {
 	return unpad(payload, bs)
 }
 
-// checkTag verifies an extent's inline HMAC: over the extent with the tag
-// slot replaced by zeros (first extent) or the previous extent's tag, then
-// the incoming IV (continuations), the associated data, its length, the
-// cipher parameters and the subject suffix.
-func (ch *chain) checkTag(raw []byte, tagPos, tagLen int, iv, prevTag []byte, isFirst bool) error {
+// computeTag is an extent's inline HMAC: over the extent with the tag slot
+// replaced by zeros (first extent) or the previous extent's tag, then the
+// incoming IV (continuations), the associated data, its length, the cipher
+// parameters and the subject suffix.
+func (ch *chain) computeTag(raw []byte, tagPos, tagLen int, iv, prevTag []byte, isFirst bool) []byte {
 	m := ch.mac()
 	m.Write(raw[:tagPos])
 	if isFirst {
@@ -177,7 +177,11 @@ func (ch *chain) checkTag(raw []byte, tagPos, tagLen int, iv, prevTag []byte, is
 	tail[13] = 0 // context format version
 	tail[14] = authSubjectChainedExtents
 	m.Write(tail[:])
-	if !hmac.Equal(m.Sum(nil), raw[tagPos:tagPos+tagLen]) {
+	return m.Sum(nil)
+}
+
+func (ch *chain) checkTag(raw []byte, tagPos, tagLen int, iv, prevTag []byte, isFirst bool) error {
+	if !hmac.Equal(ch.computeTag(raw, tagPos, tagLen, iv, prevTag, isFirst), raw[tagPos:tagPos+tagLen]) {
 		return ErrAuthentication
 	}
 	return nil
