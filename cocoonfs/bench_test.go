@@ -1,6 +1,7 @@
 package cocoonfs
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
@@ -61,6 +62,40 @@ func BenchmarkReadFile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadFileLarge reads 1 MiB and 16 MiB files from images made by
+// Mkfs (the reference vectors hold nothing larger than 1 MiB).
+func BenchmarkReadFileLarge(b *testing.B) {
+	for _, size := range []int{1 << 20, 16 << 20} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			data := make([]byte, size)
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			dev := blockdev.NewMemory(int64(size)+size64MiBOverhead, 512)
+			key := []byte("benchmark key, 32 bytes long....")
+			if _, err := Mkfs(dev, key, &MkfsOptions{Files: map[uint64][]byte{42: data}, NoRandomizeUnallocated: true}); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				b.StopTimer()
+				f, err := Open(dev, key, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := f.ReadFile(42); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// size64MiBOverhead leaves room for the tree (~1/16 of the image at the
+// default layout), bitmap and headers.
+const size64MiBOverhead = 4 << 20
 
 // BenchmarkVerify measures a full-image verification (8 MiB images).
 func BenchmarkVerify(b *testing.B) {

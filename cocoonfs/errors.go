@@ -22,6 +22,8 @@ var (
 	ErrCorrupt = errs.ErrCorrupt
 	// ErrUnsupportedAlgorithm: the header names an algorithm sealfs lacks.
 	ErrUnsupportedAlgorithm = errs.ErrUnsupportedAlgorithm
+	// ErrNoSpace: what was asked does not fit in the image.
+	ErrNoSpace = errs.ErrNoSpace
 	// ErrUnsupported: a well-formed header of a format version or feature
 	// sealfs does not implement.
 	ErrUnsupported = errs.ErrUnsupported

@@ -1,0 +1,814 @@
+package cocoonfs
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"math/bits"
+	"slices"
+	"strings"
+
+	"github.com/sealfs/sealfs/blockdev"
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+	"github.com/sealfs/sealfs/tcg"
+)
+
+// MkfsOptions choose a new image's algorithms and layout. The zero value
+// gives the reference tool's defaults: SHA-256 and AES-128, 128-byte
+// allocation blocks, 512-byte IO blocks, 1 KiB tree nodes, a fresh random
+// salt, the device's whole size and 1 KiB of aux metadata reserve.
+type MkfsOptions struct {
+	// Size of the image in bytes; 0 means the device's size. Must be a
+	// multiple of the IO block. A resizable device grows to fit.
+	Size int64
+	// Hash family: "sha2" (default), "sha3" or "sm3".
+	Hash string
+	// Cipher: "aes" (default), "camellia" or "sm4".
+	Cipher string
+	// Strength in bits: 128 (default), 192 or 256; SM3 and SM4 exist only
+	// at 128.
+	Strength int
+	// Salt for the root key derivation; nil means 32 random bytes.
+	Salt []byte
+
+	// Layout, each a power of two in bytes; zero means the default.
+	AllocationBlock   int // 128
+	IOBlock           int // max(512, AllocationBlock)
+	AuthTreeDataBlock int // IOBlock
+	AuthTreeNode      int // max(1 KiB, IOBlock)
+	IndexNode         int // AllocationBlock
+	BitmapBlock       int // max(512, AuthTreeDataBlock)
+
+	// AuxReserve is the aux metadata extra reserve capacity in bytes
+	// (default 1 KiB); it sizes the second update group that offline aux
+	// metadata updates need. NoAuxReserve allocates no second group.
+	AuxReserve   int
+	NoAuxReserve bool
+
+	// NoRandomizeUnallocated leaves free space zeroed instead of filling it
+	// with random bytes (which hides how much of the image is in use).
+	NoRandomizeUnallocated bool
+
+	// Files pre-populates the image: inode number → contents. Inode
+	// numbers must be at least FirstUserInode.
+	Files map[uint64][]byte
+}
+
+// SelectAlgorithms returns the layout's algorithm ids for a hash family,
+// cipher and strength, exactly as the reference mkfs picks them: at 128 bits
+// one 256-bit hash everywhere; above, the authentication tree's three hashes
+// grow with the strength while the pre-authentication HMAC and the KDF stay
+// at 256 bits.
+func SelectAlgorithms(hash, cipherName string, strength int) (node, data, root, preauth, kdf, cipher uint16, keyBits uint16, err error) {
+	hash, cipherName = strings.ToLower(hash), strings.ToLower(cipherName)
+	if hash == "" {
+		hash = "sha2"
+	}
+	if cipherName == "" {
+		cipherName = "aes"
+	}
+	if strength == 0 {
+		strength = 128
+	}
+	fam := map[string]map[int]tcg.AlgID{
+		"sha2": {256: tcg.AlgSHA256, 384: tcg.AlgSHA384, 512: tcg.AlgSHA512},
+		"sha3": {256: tcg.AlgSHA3_256, 384: tcg.AlgSHA3_384, 512: tcg.AlgSHA3_512},
+		"sm3":  {256: tcg.AlgSM3_256},
+	}[hash]
+	if fam == nil {
+		return 0, 0, 0, 0, 0, 0, 0, fmt.Errorf("cocoonfs: hash family %q: want sha2, sha3 or sm3: %w", hash, ErrUnsupportedAlgorithm)
+	}
+	c := map[string]tcg.AlgID{"aes": tcg.AlgAES, "camellia": tcg.AlgCamellia, "sm4": tcg.AlgSM4}[cipherName]
+	if c == 0 {
+		return 0, 0, 0, 0, 0, 0, 0, fmt.Errorf("cocoonfs: cipher %q: want aes, camellia or sm4: %w", cipherName, ErrUnsupportedAlgorithm)
+	}
+	treeBits := map[int]int{128: 256, 192: 384, 256: 512}[strength]
+	tree, ok := fam[treeBits]
+	if !ok {
+		return 0, 0, 0, 0, 0, 0, 0, fmt.Errorf("cocoonfs: %s at %d-bit strength: %w", hash, strength, ErrUnsupportedAlgorithm)
+	}
+	if _, err := tcg.LookupBlockCipher(c, strength); err != nil {
+		return 0, 0, 0, 0, 0, 0, 0, fmt.Errorf("cocoonfs: %s at %d-bit strength: %w", cipherName, strength, err)
+	}
+	base := fam[256]
+	return uint16(tree), uint16(tree), uint16(tree), uint16(base), uint16(base), uint16(c), uint16(strength), nil
+}
+
+func log2Of(name string, v, def int) (uint8, error) {
+	if v == 0 {
+		v = def
+	}
+	if v <= 0 || v&(v-1) != 0 {
+		return 0, fmt.Errorf("cocoonfs: %s of %d bytes is not a power of two", name, v)
+	}
+	return uint8(bits.TrailingZeros(uint(v))), nil
+}
+
+// mkfsLayout turns options into a layout.
+func mkfsLayout(o *MkfsOptions) (disk.Layout, error) {
+	var l disk.Layout
+	var err error
+	node, data, root, pre, kdf, c, kb, err := SelectAlgorithms(o.Hash, o.Cipher, o.Strength)
+	if err != nil {
+		return l, err
+	}
+	l.AuthTreeNodeHash, l.AuthTreeDataHMACHash, l.AuthTreeRootHMACHash, l.PreauthHMACHash, l.KDFHash, l.Cipher, l.CipherKeyBits = node, data, root, pre, kdf, c, kb
+	ab, err := log2Of("allocation block", o.AllocationBlock, 128)
+	if err != nil || ab < 7 {
+		return l, errors.Join(err, fmt.Errorf("cocoonfs: allocation block must be at least 128 bytes"))
+	}
+	abBytes := 1 << ab
+	io, err := log2Of("IO block", o.IOBlock, max(512, abBytes))
+	if err != nil {
+		return l, err
+	}
+	ioBytes := 1 << io
+	db, err := log2Of("auth tree data block", o.AuthTreeDataBlock, ioBytes)
+	if err != nil {
+		return l, err
+	}
+	tn, err := log2Of("auth tree node", o.AuthTreeNode, max(1024, ioBytes))
+	if err != nil {
+		return l, err
+	}
+	in, err := log2Of("index node", o.IndexNode, abBytes)
+	if err != nil {
+		return l, err
+	}
+	bb, err := log2Of("allocation bitmap block", o.BitmapBlock, max(512, 1<<db))
+	if err != nil {
+		return l, err
+	}
+	for _, c := range []struct {
+		name string
+		v    uint8
+		min  uint8
+	}{{"IO block", io, ab}, {"auth tree data block", db, ab}, {"auth tree node", tn, io}, {"index node", in, ab}, {"allocation bitmap block", bb, ab}} {
+		if c.v < c.min {
+			return l, fmt.Errorf("cocoonfs: %s of %d bytes is smaller than %d bytes", c.name, 1<<c.v, 1<<c.min)
+		}
+	}
+	l.AllocBlockLog2128 = ab - 7
+	l.IOBlockLog2 = io - ab
+	l.AuthTreeDataBlockLog2 = db - ab
+	l.AuthTreeNodeLog2 = tn - io
+	l.IndexLeafLog2, l.IndexInternalLog2 = in-ab, in-ab
+	l.BitmapBlockLog2 = bb - ab
+	if err := l.Validate(); err != nil {
+		return l, fmt.Errorf("cocoonfs: %w", err)
+	}
+	return l, nil
+}
+
+// Mkfs creates a new CocoonFS image on dev, optionally holding files, and
+// returns it opened. The image is written in full before its static header,
+// which goes last by the format's fail-safe protocol: an interrupted Mkfs
+// leaves no valid header, never a half-made filesystem that opens.
+func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
+	if opts == nil {
+		opts = &MkfsOptions{}
+	}
+	if len(key) == 0 {
+		return nil, errors.New("cocoonfs: empty key")
+	}
+	if blockdev.IsReadOnly(dev) {
+		return nil, fmt.Errorf("cocoonfs: mkfs: %w", blockdev.ErrReadOnly)
+	}
+	l, err := mkfsLayout(opts)
+	if err != nil {
+		return nil, err
+	}
+	salt := opts.Salt
+	if salt == nil {
+		salt = randomBytes(32)
+	}
+	if len(salt) > 255 {
+		return nil, fmt.Errorf("cocoonfs: salt of %d bytes exceeds 255", len(salt))
+	}
+	size := opts.Size
+	if size == 0 {
+		size = dev.Size()
+	}
+	if size <= 0 || uint64(size)%l.IOBlockSize() != 0 {
+		return nil, fmt.Errorf("cocoonfs: image size %d is not a positive multiple of the %d-byte IO block", size, l.IOBlockSize())
+	}
+	if size > dev.Size() {
+		r, ok := dev.(blockdev.Resizer)
+		if !ok {
+			return nil, fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
+		}
+		if err := r.Resize(size); err != nil {
+			return nil, fmt.Errorf("cocoonfs: grow device to %d bytes: %w", size, err)
+		}
+	}
+	for ino := range opts.Files {
+		if ino < FirstUserInode {
+			return nil, fmt.Errorf("cocoonfs: inode %d is reserved (user inodes start at %d): %w", ino, FirstUserInode, errInvalidInode)
+		}
+	}
+	algs, err := resolveAlgorithms(l)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := newKeyring(key, salt, l, algs)
+	if err != nil {
+		return nil, err
+	}
+	defer keys.wipe()
+	b := &builder{f: &FS{dev: dev, layout: l, salt: salt, algs: algs, keys: keys, imageAllocBlocks: uint64(size) / l.AllocBlockSize()}, opts: opts}
+	if err := b.build(); err != nil {
+		return nil, err
+	}
+	if err := b.write(); err != nil {
+		return nil, err
+	}
+	return Open(dev, key, &Options{Force: true})
+}
+
+var errInvalidInode = errors.New("invalid inode number")
+
+// builder assembles a whole image in memory, structure by structure.
+type builder struct {
+	f    *FS
+	opts *MkfsOptions
+	sh   disk.StaticHeader
+
+	used   []uint64 // allocation bitmap being built
+	cursor uint64   // first-fit search start
+	writes []region // everything to write, by physical allocation block
+
+	treeStart uint64
+}
+
+type region struct {
+	start uint64 // allocation block
+	data  []byte
+}
+
+func (b *builder) mark(e disk.Extent) {
+	for a := e.Start; a < e.Start+e.Len; a++ {
+		b.used[a/64] |= 1 << (a % 64)
+	}
+}
+
+func (b *builder) isUsed(a uint64) bool { return b.used[a/64]&(1<<(a%64)) != 0 }
+
+// alloc finds n free allocation blocks starting at a multiple of align,
+// first fit from the cursor.
+func (b *builder) alloc(n, align uint64) (disk.Extent, error) {
+	total := b.f.imageAllocBlocks
+	a := (b.cursor + align - 1) / align * align
+	for a+n <= total {
+		clash := uint64(0)
+		found := true
+		for i := uint64(0); i < n; i++ {
+			if b.isUsed(a + i) {
+				clash, found = a+i, false
+				break
+			}
+		}
+		if found {
+			e := disk.Extent{Start: a, Len: n}
+			b.mark(e)
+			return e, nil
+		}
+		a = (clash/align + 1) * align
+	}
+	return disk.Extent{}, fmt.Errorf("cocoonfs: mkfs: no room for %d allocation blocks in a %d-block image: %w", n, total, ErrNoSpace)
+}
+
+func (b *builder) put(start uint64, data []byte) { b.writes = append(b.writes, region{start, data}) }
+
+func (b *builder) build() error {
+	f := b.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	bs := f.algs.cipher.BlockSize
+	rootLen, preLen := f.algs.rootHMAC.Size, f.algs.preauthHMAC.Size
+	b.used = make([]uint64, (f.imageAllocBlocks+63)/64)
+	align := max(l.IOBlockSize(), l.AuthTreeDataBlockSize()) / ab
+
+	b.sh = disk.StaticHeader{Layout: l, Salt: f.salt}
+	mhOff := disk.MutableHeaderOffset(b.sh)
+	mhLen := disk.MutableHeaderPaddedLen(l, rootLen, bs, preLen)
+	f.headerAllocs = (mhOff + mhLen) / ab
+	jhOff := disk.JournalLogHeadOffset(b.sh, rootLen, bs, preLen)
+	jhLen, err := disk.JournalLogHeadLen(l, bs, preLen)
+	if err != nil {
+		return err
+	}
+	f.journalHead = disk.Extent{Start: jhOff / ab, Len: jhLen / ab}
+	if f.journalHead.Start+f.journalHead.Len > f.imageAllocBlocks {
+		return fmt.Errorf("cocoonfs: mkfs: a %d-byte image cannot hold the headers and journal log head: %w", f.imageAllocBlocks*ab, ErrNoSpace)
+	}
+	b.mark(disk.Extent{Start: 0, Len: f.headerAllocs})
+	b.mark(f.journalHead)
+	f.excluded = []disk.Extent{{Start: 0, Len: f.headerAllocs}, f.journalHead}
+
+	// The entry leaf goes right after the mutable header, as the reference
+	// places it; the other index nodes are allocated with the index below.
+	leafAllocs := l.IndexLeafSize() / ab
+	entryLeaf, err := b.alloc(leafAllocs, 1)
+	if err != nil {
+		return err
+	}
+	b.cursor = f.journalHead.Start + f.journalHead.Len
+
+	// The tree: its size depends on the domain it covers, which excludes
+	// the tree itself; iterate to the fixed point (it only shrinks).
+	nodeAllocs := l.AuthTreeNodeSize() / ab
+	t := &authTree{fs: f, nodeSize: l.AuthTreeNodeSize(), leafDigestLen: f.algs.dataHMAC.Size, nodeDigestLen: f.algs.nodeHash.Size, verified: map[uint64][]byte{}}
+	t.leafEntries = pow2Floor(t.nodeSize / uint64(t.leafDigestLen))
+	t.internalEntries = pow2Floor(t.nodeSize / uint64(t.nodeDigestLen))
+	// need(T) is the storage a tree needs when it occupies T allocation
+	// blocks itself; the smallest T with need(T) <= T is the tree's size.
+	need := func(T uint64) uint64 {
+		domain := f.imageAllocBlocks - min(T, f.imageAllocBlocks)
+		dataBlocks := (domain + 1<<l.AuthTreeDataBlockLog2 - 1) >> l.AuthTreeDataBlockLog2
+		nodes, _ := t.nodesFor(max((dataBlocks+t.leafEntries-1)/t.leafEntries, 1))
+		return (nodes*nodeAllocs + align - 1) / align * align
+	}
+	lo, hi := uint64(0), need(0)/align // in units of align
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if need(mid*align) <= mid*align {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	treeAllocs := lo * align
+	treeExt, err := b.alloc(treeAllocs, align)
+	if err != nil {
+		return err
+	}
+	f.treeExtents = []disk.Extent{treeExt}
+	if f.tree, err = newAuthTree(f, f.treeExtents, nil); err != nil {
+		return err
+	}
+
+	if err := b.buildAux(align); err != nil {
+		return err
+	}
+
+	// The allocation bitmap file: whole bitmap blocks covering whole data
+	// blocks, so its data blocks are fully allocated.
+	bmBlock := l.BitmapBlockSize()
+	wordsPerBlock := (bmBlock - uint64(bs)) / 8
+	words := (f.imageAllocBlocks + 63) / 64
+	bmAllocs := (words + wordsPerBlock - 1) / wordsPerBlock * (bmBlock / ab)
+	unit := max(bmBlock/ab, uint64(1)<<l.AuthTreeDataBlockLog2)
+	bmAllocs = (bmAllocs + unit - 1) / unit * unit
+	bmExt, err := b.alloc(bmAllocs, uint64(1)<<l.AuthTreeDataBlockLog2)
+	if err != nil {
+		return err
+	}
+	f.bitmapExtents = []disk.Extent{bmExt}
+
+	// Extents lists of inodes 1 and 2 when they do not fit a direct pointer.
+	special := map[uint64]disk.ExtentPtr{}
+	for _, s := range []struct {
+		ino uint64
+		ext disk.Extent
+	}{{inoAuthTree, treeExt}, {inoAllocBitmap, bmExt}} {
+		if s.ext.Len <= disk.MaxExtentAllocBlocks {
+			special[s.ino], _ = disk.NewExtentPtr(s.ext.Start, s.ext.Len, false)
+			continue
+		}
+		aad := binary.LittleEndian.AppendUint64(nil, s.ino)
+		aad = append(aad, 0, 2)
+		ch := f.newChain(s.ino, subdomainExtentsList, 0, nil)
+		ino := s.ino
+		ch.mac = func() hash.Hash { return f.keys.hmac(f.algs.preauthHMAC, ino, subdomainExtentsList, purposePreauth) }
+		ch.aad = aad
+		p, err := b.writeChain(ch, disk.AppendExtentsList(nil, []disk.Extent{s.ext}))
+		if err != nil {
+			return err
+		}
+		special[s.ino] = p
+	}
+
+	// User files.
+	type fileEntry struct {
+		ino uint64
+		ptr disk.ExtentPtr
+	}
+	var files []fileEntry
+	inos := make([]uint64, 0, len(b.opts.Files))
+	for ino := range b.opts.Files {
+		inos = append(inos, ino)
+	}
+	slices.Sort(inos)
+	for _, ino := range inos {
+		p, err := b.writeFile(ino, b.opts.Files[ino])
+		if err != nil {
+			return err
+		}
+		files = append(files, fileEntry{ino, p})
+	}
+
+	// The inode index.
+	entries := []disk.LeafEntry{{Inode: inoAuthTree, Ptr: special[inoAuthTree]}, {Inode: inoAllocBitmap, Ptr: special[inoAllocBitmap]}, {Inode: inoIndexRoot}}
+	for _, fe := range files {
+		entries = append(entries, disk.LeafEntry{Inode: fe.ino, Ptr: fe.ptr})
+	}
+	if err := b.buildIndex(entries, entryLeaf); err != nil {
+		return err
+	}
+
+	// The bitmap itself, encrypted block by block.
+	f.bitmap = &allocBitmap{words: b.used}
+	c := f.keys.blockCipher(inoAllocBitmap, subdomainData)
+	bm := make([]byte, 0, bmAllocs*ab)
+	for w := uint64(0); uint64(len(bm)) < bmAllocs*ab; w += wordsPerBlock {
+		pt := make([]byte, 0, wordsPerBlock*8)
+		for i := w; i < w+wordsPerBlock; i++ {
+			var word uint64
+			if i < words {
+				word = b.used[i]
+			}
+			pt = binary.LittleEndian.AppendUint64(pt, word)
+		}
+		blk, err := encryptBlock(c, pt, int(bmBlock))
+		if err != nil {
+			return err
+		}
+		bm = append(bm, blk...)
+	}
+	b.put(bmExt.Start, bm)
+	return nil
+}
+
+// buildAux writes the two aux metadata update groups (one extent each):
+// group 0 active, group 1 inactive, both sized for the (empty) contents
+// plus the reserve, so that offline updates have room.
+func (b *builder) buildAux(align uint64) error {
+	f := b.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	f.header.AuxHeads = [2]disk.ExtentPtr{disk.NilExtentPtr, disk.NilExtentPtr}
+	if b.opts.NoAuxReserve {
+		return nil
+	}
+	reserve := uint64(1024)
+	if b.opts.AuxReserve > 0 {
+		reserve = uint64(b.opts.AuxReserve)
+	}
+	payload, err := disk.AppendAuxMetadata(nil, nil, &reserve)
+	if err != nil {
+		return err
+	}
+	prot := 17
+	need := uint64(prot+disk.IntegrityLen(l)+len(payload)) + reserve
+	n := (need + align*ab - 1) / (align * ab) * align
+	if n > disk.MaxExtentAllocBlocks {
+		return fmt.Errorf("cocoonfs: mkfs: aux metadata reserve of %d bytes needs more than one extent", reserve)
+	}
+	var ext [2]disk.Extent
+	var ptr [2]disk.ExtentPtr
+	for i := range ext {
+		if ext[i], err = b.alloc(n, align); err != nil {
+			return err
+		}
+		if ptr[i], err = disk.NewExtentPtr(ext[i].Start, n, false); err != nil {
+			return err
+		}
+	}
+	for i := range ext {
+		buf := make([]byte, n*ab)
+		ptr[1-i].Append(buf[:0])
+		ptr[i].Append(buf[8:8])
+		if i == 0 {
+			buf[16] = 1 // active
+		}
+		copy(buf[prot+disk.IntegrityLen(l):], payload)
+		if err := disk.ApplyIntegrity(buf, 0, prot, l); err != nil {
+			return err
+		}
+		b.put(ext[i].Start, buf)
+	}
+	f.header.AuxHeads = ptr
+	f.auxExtents = ext[:]
+	f.excluded = append(f.excluded, ext[:]...)
+	return nil
+}
+
+// writeChain stores payload in one chained extent just large enough and
+// returns the indirect extent pointer to it.
+func (b *builder) writeChain(ch *chain, payload []byte) (disk.ExtentPtr, error) {
+	ab := b.f.layout.AllocBlockSize()
+	for k := uint64(1); k <= disk.MaxExtentAllocBlocks; k++ {
+		if ch.capacity(int(k*ab), true) < len(payload)+1 {
+			continue
+		}
+		e, err := b.alloc(k, 1)
+		if err != nil {
+			return 0, err
+		}
+		buf := make([]byte, k*ab)
+		if err := ch.encode(payload, []disk.Extent{e}, [][]byte{buf}); err != nil {
+			return 0, err
+		}
+		b.put(e.Start, buf)
+		return disk.NewExtentPtr(e.Start, k, true)
+	}
+	return 0, fmt.Errorf("cocoonfs: mkfs: an extents list of %d bytes needs more than one extent", len(payload))
+}
+
+// writeFile encrypts a file into one contiguous extent, referenced directly
+// when it is short enough and through an extents list otherwise.
+func (b *builder) writeFile(ino uint64, data []byte) (disk.ExtentPtr, error) {
+	f := b.f
+	ab := f.layout.AllocBlockSize()
+	c := f.keys.blockCipher(ino, subdomainData)
+	total := uint64(extentsLen(len(data), c.BlockSize()))
+	n := (total + ab - 1) / ab
+	e, err := b.alloc(n, 1)
+	if err != nil {
+		return 0, fmt.Errorf("inode %d (%d bytes): %w", ino, len(data), err)
+	}
+	ct, err := encryptExtents(c, data, int(n*ab))
+	if err != nil {
+		return 0, err
+	}
+	b.put(e.Start, ct)
+	if n <= disk.MaxExtentAllocBlocks {
+		return disk.NewExtentPtr(e.Start, n, false)
+	}
+	return b.writeChain(f.newChain(ino, subdomainExtentsList, 0, nil), disk.AppendExtentsList(nil, []disk.Extent{e}))
+}
+
+// split divides n items into the fewest groups of at most per items, as
+// evenly as possible (so every group stays above the minimum fill).
+func split(n, per int) []int {
+	k := (n + per - 1) / per
+	out := make([]int, k)
+	for i := range out {
+		out[i] = n / k
+		if i < n%k {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// buildIndex lays out the inode index B+-tree bottom up. The leftmost leaf
+// is the entry leaf (already allocated); inode 3's entry points at the root.
+func (b *builder) buildIndex(entries []disk.LeafEntry, entryLeaf disk.Extent) error {
+	f := b.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	bs := f.algs.cipher.BlockSize
+	leafSize, intSize := l.IndexLeafSize(), l.IndexInternalSize()
+	leafB := int((leafSize - uint64(bs)) / uint64(bs) * uint64(bs))
+	intB := int((intSize - uint64(bs)) / uint64(bs) * uint64(bs))
+
+	type node struct {
+		ext   disk.Extent
+		first uint64 // smallest inode below
+		leaf  *disk.LeafNode
+		inner *disk.InternalNode
+	}
+	var level []*node
+	pos := 0
+	for i, cnt := range split(len(entries), disk.MaxLeafEntries(leafB)) {
+		n := &node{leaf: &disk.LeafNode{Entries: entries[pos : pos+cnt], Next: disk.NilBlockPtr}, first: entries[pos].Inode}
+		pos += cnt
+		if i == 0 {
+			n.ext = entryLeaf
+		} else {
+			var err error
+			if n.ext, err = b.alloc(leafSize/ab, 1); err != nil {
+				return err
+			}
+		}
+		level = append(level, n)
+	}
+	for i := 0; i+1 < len(level); i++ {
+		next, err := disk.NewBlockPtr(level[i+1].ext.Start)
+		if err != nil {
+			return err
+		}
+		level[i].leaf.Next = next
+	}
+	leaves := level
+	var inner []*node
+	for depth := uint32(2); len(level) > 1; depth++ {
+		var up []*node
+		pos := 0
+		for _, cnt := range split(len(level), disk.MaxInternalKeys(intB)+1) {
+			in := &disk.InternalNode{Level: depth}
+			for j, c := range level[pos : pos+cnt] {
+				p, err := disk.NewBlockPtr(c.ext.Start)
+				if err != nil {
+					return err
+				}
+				in.Children = append(in.Children, p)
+				if j > 0 {
+					in.Keys = append(in.Keys, c.first)
+				}
+			}
+			ext, err := b.alloc(intSize/ab, 1)
+			if err != nil {
+				return err
+			}
+			n := &node{ext: ext, first: level[pos].first, inner: in}
+			up = append(up, n)
+			inner = append(inner, n)
+			pos += cnt
+		}
+		level = up
+	}
+	root := level[0]
+	rootPtr, err := disk.NewExtentPtr(root.ext.Start, root.ext.Len, false)
+	if err != nil {
+		return err
+	}
+	for i := range leaves[0].leaf.Entries {
+		if leaves[0].leaf.Entries[i].Inode == inoIndexRoot {
+			leaves[0].leaf.Entries[i].Ptr = rootPtr
+		}
+	}
+	c := f.keys.blockCipher(inoIndexRoot, subdomainData)
+	for _, n := range leaves {
+		pt, err := disk.EncodeLeafNode(*n.leaf, leafB)
+		if err != nil {
+			return err
+		}
+		blk, err := encryptBlock(c, pt, int(leafSize))
+		if err != nil {
+			return err
+		}
+		b.put(n.ext.Start, blk)
+	}
+	for _, n := range inner {
+		pt, err := disk.EncodeInternalNode(*n.inner, intB)
+		if err != nil {
+			return err
+		}
+		blk, err := encryptBlock(c, pt, int(intSize))
+		if err != nil {
+			return err
+		}
+		b.put(n.ext.Start, blk)
+	}
+	f.header.EntryLeaf, err = disk.NewBlockPtr(entryLeaf.Start)
+	return err
+}
+
+// write finishes the metadata that depends on everything else (the update
+// counter, the tree, the mutable header, the entry leaf's pre-authentication
+// HMAC) and writes the image: first invalidate any old header, then
+// everything else, a barrier, and the static header last.
+func (b *builder) write() error {
+	f := b.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	slices.SortFunc(b.writes, func(x, y region) int { return cmpU64(x.start, y.start) })
+
+	// Update counter: a random start, encrypted with an all-zero IV.
+	c := f.keys.blockCipher(inoUpdateCounter, subdomainData)
+	bs := c.BlockSize()
+	ctr := make([]byte, disk.EncryptedCounterLen(bs))
+	copy(ctr, randomBytes(16))
+	f.header.EncryptedCounter = make([]byte, len(ctr))
+	cipher.NewCBCEncrypter(c, make([]byte, bs)).CryptBlocks(f.header.EncryptedCounter, ctr)
+	f.header.ImageSizeAllocBlocks = f.imageAllocBlocks
+
+	// The tree over everything written.
+	per := uint64(1) << l.AuthTreeDataBlockLog2
+	block := make([]byte, per*ab)
+	tree := f.tree.build(func(d uint64) []byte {
+		a := f.physicalDataBlock(d)
+		cnt := min(per, f.imageAllocBlocks-a)
+		clear(block)
+		for i := uint64(0); i < cnt; i++ {
+			if src := b.contentAt(a + i); src != nil {
+				copy(block[i*ab:], src)
+			}
+		}
+		return f.tree.dataDigest(block[:cnt*ab], f.digestBits(a, cnt), d)
+	})
+	f.header.RootHMAC = f.tree.rootHMAC(tree[:f.tree.nodeSize], f.header.EncryptedCounter, f.imageContext())
+
+	// The entry leaf's pre-authentication HMAC over its ciphertext.
+	leaf := b.contentRange(f.header.EntryLeaf.Start(), l.IndexLeafSize()/ab)
+	m := f.keys.hmac(f.algs.preauthHMAC, inoIndexRoot, subdomainData, purposePreauth)
+	m.Write(leaf)
+	m.Write(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, l.Cipher), l.CipherKeyBits))
+	m.Write([]byte{0, authSubjectIndexNode})
+	f.header.EntryLeafPreauthHMAC = m.Sum(nil)
+	b.put(f.treeExtents[0].Start, tree)
+	mh, err := disk.EncodeMutableHeader(f.header, l)
+	if err != nil {
+		return err
+	}
+	sh, err := disk.EncodeStaticHeader(b.sh)
+	if err != nil {
+		return err
+	}
+
+	dev := f.dev
+	wr := func(off uint64, p []byte) error {
+		if _, err := dev.WriteAt(p, int64(off)); err != nil {
+			return fmt.Errorf("cocoonfs: mkfs: write %d bytes at %d: %w", len(p), off, err)
+		}
+		return nil
+	}
+	sync := func() error {
+		if err := dev.Sync(); err != nil {
+			return fmt.Errorf("cocoonfs: mkfs: sync: %w", err)
+		}
+		return nil
+	}
+	// 1. Invalidate whatever header was there.
+	if err := wr(0, make([]byte, len(sh))); err != nil {
+		return err
+	}
+	if err := sync(); err != nil {
+		return err
+	}
+	// 2. Free space (random unless asked otherwise), then every structure.
+	const chunk = 1 << 20
+	for a := uint64(0); a < f.imageAllocBlocks; {
+		if b.isUsed(a) {
+			a++
+			continue
+		}
+		end := a
+		for end < f.imageAllocBlocks && !b.isUsed(end) && (end-a)*ab < chunk {
+			end++
+		}
+		fill := make([]byte, (end-a)*ab)
+		if !b.opts.NoRandomizeUnallocated {
+			fill = randomBytes(len(fill))
+		}
+		if err := wr(a*ab, fill); err != nil {
+			return err
+		}
+		a = end
+	}
+	if err := wr(f.journalHead.Start*ab, make([]byte, f.journalHead.Len*ab)); err != nil {
+		return err
+	}
+	for _, r := range b.writes {
+		if err := wr(r.start*ab, r.data); err != nil {
+			return err
+		}
+	}
+	if err := wr(disk.MutableHeaderOffset(b.sh), mh); err != nil {
+		return err
+	}
+	if err := sync(); err != nil {
+		return err
+	}
+	// 3. The static header: its tail, a barrier, then its first device block.
+	head := min(len(sh), max(dev.BlockSize(), 128))
+	if head < len(sh) {
+		if err := wr(uint64(head), sh[head:]); err != nil {
+			return err
+		}
+		if err := sync(); err != nil {
+			return err
+		}
+	}
+	if err := wr(0, sh[:head]); err != nil {
+		return err
+	}
+	return sync()
+}
+
+// contentAt returns the bytes written to allocation block a, or nil.
+func (b *builder) contentAt(a uint64) []byte {
+	ab := b.f.layout.AllocBlockSize()
+	i, _ := slices.BinarySearchFunc(b.writes, a, func(r region, a uint64) int {
+		if r.start+uint64(len(r.data))/ab <= a {
+			return -1
+		}
+		if r.start > a {
+			return 1
+		}
+		return 0
+	})
+	if i == len(b.writes) {
+		return nil
+	}
+	r := b.writes[i]
+	if a < r.start || a >= r.start+uint64(len(r.data))/ab {
+		return nil
+	}
+	off := (a - r.start) * ab
+	return r.data[off : off+ab]
+}
+
+func (b *builder) contentRange(a, n uint64) []byte {
+	var out []byte
+	for i := uint64(0); i < n; i++ {
+		out = append(out, b.contentAt(a+i)...)
+	}
+	return out
+}
+
+func name(id uint16) string { return tcg.AlgID(id).String() }

@@ -1,0 +1,164 @@
+package cocoonfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/sealfs/sealfs/blockdev"
+)
+
+func randomFiles(r *rand.Rand, n int, maxSize int) map[uint64][]byte {
+	files := map[uint64][]byte{}
+	for len(files) < n {
+		ino := FirstUserInode + r.Uint64N(1<<20)
+		data := make([]byte, r.IntN(maxSize+1))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		files[ino] = data
+	}
+	return files
+}
+
+// TestMkfsRoundTrip: images made by Mkfs open, verify (every block, the
+// bitmap cross-check) and read back, across algorithm families, strengths
+// and layouts, with index trees of one to three levels.
+func TestMkfsRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct {
+		name  string
+		size  int64
+		opts  MkfsOptions
+		files int
+		max   int
+	}{
+		{"default-empty", 1 << 20, MkfsOptions{}, 0, 0},
+		{"default", 8 << 20, MkfsOptions{}, 20, 40 << 10},
+		{"sha3-camellia", 4 << 20, MkfsOptions{Hash: "sha3", Cipher: "camellia"}, 5, 20 << 10},
+		{"sm3-sm4", 4 << 20, MkfsOptions{Hash: "sm3", Cipher: "sm4"}, 5, 20 << 10},
+		{"sha2-aes256", 4 << 20, MkfsOptions{Strength: 256}, 5, 20 << 10},
+		{"sha3-aes192", 4 << 20, MkfsOptions{Hash: "sha3", Strength: 192}, 5, 20 << 10},
+		{"io4k", 8 << 20, MkfsOptions{IOBlock: 4096}, 10, 100 << 10},
+		{"bigalloc", 8 << 20, MkfsOptions{AllocationBlock: 512, AuthTreeNode: 4096, IndexNode: 1024}, 10, 100 << 10},
+		{"many-inodes", 8 << 20, MkfsOptions{}, 300, 200},
+		{"no-aux", 2 << 20, MkfsOptions{NoAuxReserve: true, NoRandomizeUnallocated: true}, 3, 1000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.opts.Files = randomFiles(r, c.files, c.max)
+			dev := blockdev.NewMemory(c.size, 512)
+			f, err := Mkfs(dev, []byte("a key of sufficient length!!"), &c.opts)
+			if err != nil {
+				t.Fatalf("Mkfs: %v", err)
+			}
+			rep, err := f.Verify(t.Context(), nil)
+			if err != nil {
+				t.Fatalf("Verify: %v %v", err, rep.Problems)
+			}
+			if rep.Inodes != c.files {
+				t.Errorf("verify read %d inodes, want %d", rep.Inodes, c.files)
+			}
+			n := 0
+			for ino, err := range f.Inodes() {
+				if err != nil {
+					t.Fatal(err)
+				}
+				n++
+				got, err := f.ReadFile(ino.Ino)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, c.opts.Files[ino.Ino]) {
+					t.Fatalf("inode %d differs", ino.Ino)
+				}
+			}
+			if n != c.files {
+				t.Errorf("listed %d inodes, want %d", n, c.files)
+			}
+			// A second open from the bytes alone.
+			g, err := Open(blockdev.NewMemoryFrom(dev.Bytes(), 512), []byte("a key of sufficient length!!"), nil)
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			in, _ := g.Info()
+			t.Logf("%s: tree height %d, %d/%d blocks allocated, index of %d inodes", c.name, in.AuthTree.Height, in.AllocatedBlocks, in.TotalBlocks, in.Files)
+		})
+	}
+}
+
+func TestMkfsAlgorithmSelection(t *testing.T) {
+	for _, c := range []struct {
+		hash, cipher string
+		strength     int
+		want         string
+	}{
+		{"sha2", "aes", 128, "SHA256 SHA256 SHA256 SHA256 SHA256 AES 128"},
+		{"sha2", "aes", 192, "SHA384 SHA384 SHA384 SHA256 SHA256 AES 192"},
+		{"sha2", "camellia", 256, "SHA512 SHA512 SHA512 SHA256 SHA256 CAMELLIA 256"},
+		{"sha3", "camellia", 128, "SHA3_256 SHA3_256 SHA3_256 SHA3_256 SHA3_256 CAMELLIA 128"},
+		{"sm3", "sm4", 128, "SM3_256 SM3_256 SM3_256 SM3_256 SM3_256 SM4 128"},
+		{"sm3", "aes", 256, "error"},
+		{"sha2", "sm4", 192, "error"},
+		{"md5", "aes", 128, "error"},
+	} {
+		n, d, r, p, k, ci, kb, err := SelectAlgorithms(c.hash, c.cipher, c.strength)
+		got := "error"
+		if err == nil {
+			got = fmt.Sprintf("%v %v %v %v %v %v %d", name(n), name(d), name(r), name(p), name(k), name(ci), kb)
+		} else if !errors.Is(err, ErrUnsupportedAlgorithm) {
+			t.Errorf("%v: error %v does not match ErrUnsupportedAlgorithm", c, err)
+		}
+		if got != c.want {
+			t.Errorf("%s/%s/%d = %s, want %s", c.hash, c.cipher, c.strength, got, c.want)
+		}
+	}
+}
+
+// TestMkfsMatchesReferenceLayout: with the reference's defaults, Mkfs picks
+// the layout and algorithms of the reference's vector images.
+func TestMkfsMatchesReferenceLayout(t *testing.T) {
+	for _, c := range []struct {
+		image string
+		opts  MkfsOptions
+	}{
+		{"v01-sha2-aes128.img", MkfsOptions{}},
+		{"v04-sha3-camellia128.img", MkfsOptions{Hash: "sha3", Cipher: "camellia"}},
+		{"v05-sm3-sm4.img", MkfsOptions{Hash: "sm3", Cipher: "sm4"}},
+		{"v06-sha2-aes128-io4k.img", MkfsOptions{IOBlock: 4096}},
+	} {
+		ref, err := ReadHeaderInfo(openVector(t, c.image))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.opts.Salt = []byte{0xdd, 0xee, 0xff}
+		dev := blockdev.NewMemory(8<<20, 512)
+		if _, err := Mkfs(dev, vectorKey, &c.opts); err != nil {
+			t.Fatal(err)
+		}
+		ours, err := ReadHeaderInfo(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours.Journal, ref.Journal = "", ""
+		if fmt.Sprint(*ours) != fmt.Sprint(*ref) {
+			t.Errorf("%s:\n ours %+v\n ref  %+v", c.image, *ours, *ref)
+		}
+		// The metadata lands where the reference puts it.
+		mine, err := Open(dev, vectorKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := Open(openVector(t, c.image), vectorKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		place := func(f *FS) string {
+			return fmt.Sprint(f.treeExtents, f.bitmapExtents, f.auxExtents, f.header.EntryLeaf.Start(), f.bootChains, f.journalHead)
+		}
+		if place(mine) != place(theirs) {
+			t.Errorf("%s: placement\n ours %s\n ref  %s", c.image, place(mine), place(theirs))
+		}
+	}
+}
