@@ -238,8 +238,6 @@ type builder struct {
 	used   []uint64 // allocation bitmap being built
 	cursor uint64   // first-fit search start
 	writes []region // everything to write, by physical allocation block
-
-	treeStart uint64
 }
 
 type region struct {
