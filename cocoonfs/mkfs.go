@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"math/bits"
 	"slices"
 	"strings"
@@ -50,6 +51,10 @@ type MkfsOptions struct {
 	// NoRandomizeUnallocated leaves free space zeroed instead of filling it
 	// with random bytes (which hides how much of the image is in use).
 	NoRandomizeUnallocated bool
+
+	// Force writes to a device whose block size exceeds the IO block (see
+	// Options.Force for the risk).
+	Force bool
 
 	// Files pre-populates the image: inode number → contents. Inode
 	// numbers must be at least FirstUserInode.
@@ -180,6 +185,9 @@ func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDeviceBlockSize(dev, l, opts.Force); err != nil {
+		return nil, err
+	}
 	salt := opts.Salt
 	if salt == nil {
 		salt = randomBytes(32)
@@ -205,7 +213,7 @@ func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	}
 	for ino := range opts.Files {
 		if ino < FirstUserInode {
-			return nil, fmt.Errorf("cocoonfs: inode %d is reserved (user inodes start at %d): %w", ino, FirstUserInode, errInvalidInode)
+			return nil, fmt.Errorf("cocoonfs: inode %d is reserved (user inodes start at %d): %w", ino, FirstUserInode, fs.ErrInvalid)
 		}
 	}
 	algs, err := resolveAlgorithms(l)
@@ -226,8 +234,6 @@ func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	}
 	return Open(dev, key, &Options{Force: true})
 }
-
-var errInvalidInode = errors.New("invalid inode number")
 
 // builder assembles a whole image in memory, structure by structure.
 type builder struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"testing"
 
@@ -160,5 +161,39 @@ func TestMkfsMatchesReferenceLayout(t *testing.T) {
 		if place(mine) != place(theirs) {
 			t.Errorf("%s: placement\n ours %s\n ref  %s", c.image, place(mine), place(theirs))
 		}
+	}
+}
+
+func TestMkfsBadInput(t *testing.T) {
+	key := []byte("k")
+	for _, c := range []struct {
+		name string
+		dev  *blockdev.Memory
+		opts MkfsOptions
+		want error
+	}{
+		{"reserved inode", blockdev.NewMemory(1<<20, 512), MkfsOptions{Files: map[uint64][]byte{3: nil}}, fs.ErrInvalid},
+		{"too small", blockdev.NewMemory(2048, 512), MkfsOptions{}, ErrNoSpace},
+		{"file larger than image", blockdev.NewMemory(1<<20, 512), MkfsOptions{Files: map[uint64][]byte{16: make([]byte, 2<<20)}}, ErrNoSpace},
+		{"unaligned size", blockdev.NewMemory(1<<20, 512), MkfsOptions{Size: 1000}, nil},
+		{"sm4 at 256", blockdev.NewMemory(1<<20, 512), MkfsOptions{Cipher: "sm4", Strength: 256}, ErrUnsupportedAlgorithm},
+		{"IO block not a power of two", blockdev.NewMemory(1<<20, 512), MkfsOptions{IOBlock: 1000}, nil},
+		{"device block larger than IO block", blockdev.NewMemory(1<<20, 4096), MkfsOptions{}, ErrIOBlockTooSmall},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := c.dev.Bytes()
+			_, err := Mkfs(c.dev, key, &c.opts)
+			if err == nil || c.want != nil && !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			if !bytes.Equal(before, c.dev.Bytes()) {
+				t.Error("a refused Mkfs wrote to the device")
+			}
+		})
+	}
+	ro := blockdev.NewMemory(1<<20, 512)
+	ro.SetReadOnly(true)
+	if _, err := Mkfs(ro, key, nil); !errors.Is(err, blockdev.ErrReadOnly) {
+		t.Errorf("read-only device: %v", err)
 	}
 }

@@ -198,8 +198,8 @@ func (f *FS) verifyAllocations(r *VerifyReport) {
 		mark(e, "an extents list of the tree or bitmap")
 	}
 	err := f.index.walk(func(e disk.LeafEntry) error {
-		if e.Inode <= inoAllocBitmap {
-			return nil // marked above from the bootstrap extents
+		if e.Inode <= inoIndexRoot {
+			return nil // marked above, or by the node walk for the index root
 		}
 		data, chainExt, err := f.entryExtents(e)
 		if err != nil {
@@ -207,9 +207,6 @@ func (f *FS) verifyAllocations(r *VerifyReport) {
 			return nil
 		}
 		what := fmt.Sprintf("inode %d", e.Inode)
-		if e.Inode == inoIndexRoot {
-			return nil // the root node is marked by the node walk
-		}
 		for _, x := range chainExt {
 			mark(x, what+" extents list")
 		}
