@@ -377,3 +377,95 @@ func (f *FS) physicalDataBlock(d uint64) uint64 {
 	}
 	return a
 }
+
+// subtreeNodes counts the nodes of the subtree at level whose first leaf is
+// firstLeaf (only the rightmost subtrees of a level can be partial).
+func (t *authTree) subtreeNodes(level int, firstLeaf uint64) uint64 {
+	if level == 0 {
+		return 1
+	}
+	span := uint64(1)
+	for i := 1; i < level; i++ {
+		span *= t.internalEntries
+	}
+	if firstLeaf+span*t.internalEntries <= t.leaves {
+		return t.fullSubtree(level)
+	}
+	n := uint64(1)
+	for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
+		n += t.subtreeNodes(level-1, firstLeaf+c*span)
+	}
+	return n
+}
+
+// rebuild recomputes, from scratch, every node on the paths from the root to
+// the affected leaves. leafDigest gives each data block's digest under an
+// affected leaf; unaffected gives the digest of a child subtree that holds
+// no affected leaf (committing: the verified committed digest; replaying:
+// the hash of the node on disk). It returns the new nodes by DFS position.
+func (t *authTree) rebuild(affected map[uint64]bool, leafDigest func(d uint64) ([]byte, error), unaffected func(pos uint64, level int, firstLeaf, parentPos, slot uint64) ([]byte, error)) (map[uint64][]byte, error) {
+	nodes := map[uint64][]byte{}
+	anyAffected := func(lo, hi uint64) bool {
+		for li := range affected {
+			if li >= lo && li < hi {
+				return true
+			}
+		}
+		return false
+	}
+	var rec func(pos uint64, level int, firstLeaf uint64) ([]byte, error)
+	rec = func(pos uint64, level int, firstLeaf uint64) ([]byte, error) {
+		node := make([]byte, t.nodeSize)
+		if level == 0 {
+			for slot := uint64(0); slot < t.leafEntries; slot++ {
+				d := firstLeaf*t.leafEntries + slot
+				if d >= t.dataBlocks {
+					break
+				}
+				dg, err := leafDigest(d)
+				if err != nil {
+					return nil, err
+				}
+				copy(node[slot*uint64(t.leafDigestLen):], dg)
+			}
+		} else {
+			span := uint64(1)
+			for i := 1; i < level; i++ {
+				span *= t.internalEntries
+			}
+			childPos := pos + 1
+			for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
+				cf := firstLeaf + c*span
+				var dg []byte
+				var err error
+				if anyAffected(cf, cf+span) {
+					dg, err = rec(childPos, level-1, cf)
+				} else {
+					dg, err = unaffected(childPos, level-1, cf, pos, c)
+				}
+				if err != nil {
+					return nil, err
+				}
+				copy(node[c*uint64(t.nodeDigestLen):], dg)
+				childPos += t.subtreeNodes(level-1, cf)
+			}
+		}
+		nodes[pos] = node
+		return t.nodeDigest(node, level, firstLeaf*t.leafEntries), nil
+	}
+	_, err := rec(0, t.height-1, 0)
+	return nodes, err
+}
+
+// nodeOffset is the byte offset of the node at DFS position pos.
+func (t *authTree) nodeOffset(pos uint64) (uint64, error) {
+	ab := t.fs.layout.AllocBlockSize()
+	off := pos * t.nodeSize / ab
+	for _, e := range t.extents {
+		if off < e.Len {
+			return (e.Start + off) * ab, nil
+		}
+		off -= e.Len
+	}
+	return 0, corruptf("authentication tree node %d beyond the tree's extents", pos)
+}

@@ -23,14 +23,6 @@ func vectorBytes(t *testing.T, name string) []byte {
 	return b
 }
 
-func inExtents(a uint64, ext []disk.Extent) bool {
-	for _, e := range ext {
-		if a >= e.Start && a < e.Start+e.Len {
-			return true
-		}
-	}
-	return false
-}
 
 func TestWrongKey(t *testing.T) {
 	for _, v := range formatted {

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"math/big"
+	"sync"
 
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -23,10 +24,31 @@ type Options struct {
 	// record together with a neighbouring block. Read-only devices are never
 	// refused: nothing is written through them. The reference tool's -f.
 	Force bool
+
+	// ReadWrite allows transactions (Begin) and lets Open replay a pending
+	// journal. The device must be writable.
+	ReadWrite bool
+
+	// ExpectRoot, if set, refuses an image whose authentication root digest
+	// differs: the caller's trusted record of the last state it saw.
+	ExpectRoot []byte
+	// MinCounter, if set, refuses an image whose update counter comes
+	// before it (modulo 2^128, as the format defines): a rolled-back image.
+	MinCounter *big.Int
 }
+
+// ErrRollback: the image's root digest or update counter is not what the
+// caller's trusted record requires (Options.ExpectRoot, Options.MinCounter).
+var ErrRollback = errors.New("cocoonfs: image does not match the expected state (rollback?)")
 
 // FS is an open CocoonFS image. It is safe for concurrent use.
 type FS struct {
+	// mu guards the committed state below: readers hold it shared, a
+	// commit exclusively while it changes the medium and reloads.
+	mu     sync.RWMutex
+	writer sync.Mutex // one transaction at a time
+	rw     bool
+
 	dev    blockdev.Device
 	layout disk.Layout
 	salt   []byte
@@ -67,7 +89,10 @@ func Open(dev blockdev.Device, key []byte, opts *Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt}
+	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt, rw: opts.ReadWrite}
+	if f.rw && blockdev.IsReadOnly(dev) {
+		return nil, fmt.Errorf("cocoonfs: read-write open: %w", blockdev.ErrReadOnly)
+	}
 	if f.algs, err = resolveAlgorithms(sh.Layout); err != nil {
 		return nil, err
 	}
@@ -81,7 +106,31 @@ func Open(dev blockdev.Device, key []byte, opts *Options) (*FS, error) {
 		f.keys.wipe()
 		return nil, err
 	}
+	if err := f.checkExpected(opts); err != nil {
+		f.keys.wipe()
+		return nil, err
+	}
 	return f, nil
+}
+
+// checkExpected is the rollback guard.
+func (f *FS) checkExpected(opts *Options) error {
+	if opts.ExpectRoot != nil && !hmac.Equal(opts.ExpectRoot, f.header.RootHMAC) {
+		return fmt.Errorf("%w: root digest %x, expected %x", ErrRollback, f.header.RootHMAC, opts.ExpectRoot)
+	}
+	if opts.MinCounter != nil && CounterBefore(f.counter, opts.MinCounter) {
+		return fmt.Errorf("%w: update counter %s comes before the minimum %s", ErrRollback, f.counter, opts.MinCounter)
+	}
+	return nil
+}
+
+// CounterBefore reports whether update counter a comes before b in the
+// format's circular order: the 2^127 values preceding b (mod 2^128).
+func CounterBefore(a, b *big.Int) bool {
+	mod := new(big.Int).Lsh(big.NewInt(1), 128)
+	d := new(big.Int).Sub(b, a)
+	d.Mod(d, mod)
+	return d.Sign() > 0 && d.Cmp(new(big.Int).Rsh(mod, 1)) <= 0
 }
 
 // Close wipes the keys held by f. Reads after Close fail.
@@ -171,6 +220,8 @@ func (f *FS) readRaw(off, n uint64) ([]byte, error) {
 }
 
 func (f *FS) bootstrap(sh disk.StaticHeader) error {
+	f.bootChains, f.auxExtents, f.bitmap, f.tree, f.index = nil, nil, nil, nil, nil
+	f.imageAllocBlocks = 0
 	l := f.layout
 	ab := l.AllocBlockSize()
 	bs := f.algs.cipher.BlockSize
@@ -194,10 +245,16 @@ func (f *FS) bootstrap(sh disk.StaticHeader) error {
 	if err != nil {
 		return fmt.Errorf("cocoonfs: journal log head: %w", err)
 	}
-	if jh.State == disk.JournalActive {
-		return fmt.Errorf("cocoonfs: %w", ErrPendingJournal)
-	}
 	f.journalHead = disk.Extent{Start: jhOff / ab, Len: jhLen / ab}
+	if jh.State == disk.JournalActive {
+		if !f.rw {
+			return fmt.Errorf("cocoonfs: %w", ErrPendingJournal)
+		}
+		f.headerAllocs = (disk.MutableHeaderOffset(sh) + disk.MutableHeaderPaddedLen(l, rootLen, bs, preLen)) / ab
+		if err := f.replay(sh, jh, jb); err != nil {
+			return fmt.Errorf("cocoonfs: replaying the pending journal: %w", err)
+		}
+	}
 
 	// Mutable header.
 	mhOff := disk.MutableHeaderOffset(sh)

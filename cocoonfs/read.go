@@ -204,3 +204,12 @@ func (f *FS) walkAuxExtents() ([]disk.Extent, error) {
 	}
 	return out, nil
 }
+
+func inExtents(a uint64, ext []disk.Extent) bool {
+	for _, e := range ext {
+		if a >= e.Start && a < e.Start+e.Len {
+			return true
+		}
+	}
+	return false
+}

@@ -382,13 +382,7 @@ func AppendJournalLog(dst []byte, jl JournalLog) []byte {
 	}
 	field(tagAuthTreeExtents, AppendExtentsList(nil, jl.AuthTreeExtents))
 	field(tagBitmapExtents, AppendExtentsList(nil, jl.BitmapExtents))
-	var v []byte
-	var next uint64
-	for _, r := range jl.BitmapDigests {
-		v = AppendULEB128(v, r.Block-next)
-		v = append(v, r.Digest...)
-		next = r.Block + 1
-	}
+	v := AppendBitmapDigestRecords(nil, jl.BitmapDigests)
 	field(tagBitmapDigests, append(v, jl.BitmapDigestsHMAC...))
 	v = nil
 	var tEnd, sEnd uint64
@@ -408,6 +402,20 @@ func AppendJournalLog(dst []byte, jl JournalLog) []byte {
 		v = binary.BigEndian.AppendUint16(v, d.KeyBits)
 		v = append(append(v, d.Key...), d.IVKey...)
 		field(tagStagingDisguise, v)
+	}
+	return dst
+}
+
+// AppendBitmapDigestRecords appends the records of the allocation bitmap
+// file fragments' digests field without its HMAC: the bytes that HMAC covers.
+// Layout: { uleb128 block delta | digest }*, deltas from the previous
+// record's block end.
+func AppendBitmapDigestRecords(dst []byte, recs []DigestRecord) []byte {
+	var next uint64
+	for _, r := range recs {
+		dst = AppendULEB128(dst, r.Block-next)
+		dst = append(dst, r.Digest...)
+		next = r.Block + 1
 	}
 	return dst
 }

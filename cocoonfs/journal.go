@@ -1,0 +1,463 @@
+package cocoonfs
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"math/big"
+	"slices"
+
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+)
+
+// The journal (spec "Journal"): a transaction is committed by writing its
+// log, whose head extent at a fixed location is written last by the
+// fail-safe protocol. The log says which staged IO blocks to copy where and
+// which data blocks' digests changed; applying it copies the staged blocks
+// and rebuilds the affected authentication tree nodes from scratch.
+
+// writeJournal finishes the plan (bitmap, tree, mutable header), writes all
+// new contents, the staged copies and the journal log, and commits.
+func (f *FS) writeJournal(p *txPlan) error {
+	l := f.layout
+	ab := l.AllocBlockSize()
+	b, nf := p.b, p.nf
+	dataLog2 := uint(l.AuthTreeDataBlockLog2)
+	per := uint64(1) << dataLog2
+
+	overlay := map[uint64][]byte{} // allocation block → its new contents
+	for _, r := range b.writes {
+		for i := uint64(0); i < uint64(len(r.data))/ab; i++ {
+			overlay[r.start+i] = r.data[i*ab : (i+1)*ab]
+		}
+	}
+	// Bitmap blocks whose words changed are encrypted anew.
+	bmBlock := l.BitmapBlockSize()
+	bmAllocs := bmBlock / ab
+	wordsPer := (bmBlock - uint64(f.algs.cipher.BlockSize)) / 8
+	c := f.keys.blockCipher(inoAllocBitmap, subdomainData)
+	var bmBlocks []uint64 // physical start of every bitmap block, in file order
+	for _, e := range f.bitmapExtents {
+		for a := e.Start; a < e.Start+e.Len; a += bmAllocs {
+			bmBlocks = append(bmBlocks, a)
+		}
+	}
+	words := func(w []uint64, i uint64) uint64 {
+		if i < uint64(len(w)) {
+			return w[i]
+		}
+		return 0
+	}
+	var inPlace []uint64 // allocation blocks updated in place
+	for i, start := range bmBlocks {
+		changed := false
+		pt := make([]byte, 0, wordsPer*8)
+		for w := uint64(i) * wordsPer; w < uint64(i+1)*wordsPer; w++ {
+			changed = changed || words(p.oldWords, w) != words(nf.bitmap.words, w)
+			pt = binary.LittleEndian.AppendUint64(pt, words(nf.bitmap.words, w))
+		}
+		if !changed {
+			continue
+		}
+		blk, err := encryptBlock(c, pt, int(bmBlock))
+		if err != nil {
+			return err
+		}
+		for j := uint64(0); j < bmAllocs; j++ {
+			overlay[start+j] = blk[j*ab : (j+1)*ab]
+			inPlace = append(inPlace, start+j)
+		}
+	}
+
+	// Data blocks whose digest changes: new contents or a changed bit,
+	// except in blocks that are never digested.
+	p.changedDB = map[uint64]bool{}
+	mark := func(a uint64) {
+		if !inExtents(a, f.excluded) {
+			p.changedDB[a>>dataLog2] = true
+		}
+	}
+	for a := range overlay {
+		mark(a)
+	}
+	for i := range p.oldWords {
+		if x := p.oldWords[i] ^ nf.bitmap.words[i]; x != 0 {
+			for bit := uint64(0); bit < 64; bit++ {
+				if x&(1<<bit) != 0 {
+					mark(uint64(i)*64 + bit)
+				}
+			}
+		}
+	}
+
+	// New contents of any block: the overlay, else the committed contents,
+	// authenticated through the committed tree when they are digested.
+	authCache := map[uint64][]byte{}
+	content := func(a uint64) ([]byte, error) {
+		if c, ok := overlay[a]; ok {
+			return c, nil
+		}
+		if !f.bitmap.allocated(a) || inExtents(a, f.excluded) {
+			return f.readRaw(a*ab, ab)
+		}
+		db := a >> dataLog2 << dataLog2
+		blk, ok := authCache[db]
+		if !ok {
+			var err error
+			if blk, err = f.authRead(db, min(per, f.imageAllocBlocks-db)); err != nil {
+				return nil, err
+			}
+			authCache[db] = blk
+		}
+		off := (a - db) * ab
+		return blk[off : off+ab], nil
+	}
+	dataBlock := func(p0 uint64) ([]byte, uint64, error) {
+		a := p0 << dataLog2
+		cnt := min(per, f.imageAllocBlocks-a)
+		blk := make([]byte, 0, cnt*ab)
+		for i := uint64(0); i < cnt; i++ {
+			c, err := content(a + i)
+			if err != nil {
+				return nil, 0, err
+			}
+			blk = append(blk, c...)
+		}
+		return blk, cnt, nil
+	}
+	p.newDigest = map[uint64][]byte{}
+	for pdb := range p.changedDB {
+		blk, cnt, err := dataBlock(pdb)
+		if err != nil {
+			return err
+		}
+		a := pdb << dataLog2
+		d, ok := f.tree.domainIndex(a)
+		if !ok {
+			return fmt.Errorf("BUG: transaction changed authentication tree block %d", a)
+		}
+		p.newDigest[d] = f.tree.dataDigest(blk, nf.digestBits(a, cnt), d)
+	}
+
+	// The tree: rebuild the affected leaves and their ancestors, reusing the
+	// committed (verified) digests of everything else.
+	affected := map[uint64]bool{}
+	for d := range p.newDigest {
+		affected[d/f.tree.leafEntries] = true
+		if _, err := f.tree.leafEntry(d); err != nil { // verifies the committed path
+			return err
+		}
+	}
+	nodes, err := f.tree.rebuild(affected,
+		func(d uint64) ([]byte, error) {
+			if dg, ok := p.newDigest[d]; ok {
+				return dg, nil
+			}
+			return f.tree.leafEntry(d)
+		},
+		func(_ uint64, _ int, _ uint64, parentPos, slot uint64) ([]byte, error) {
+			f.tree.mu.Lock()
+			parent := f.tree.verified[parentPos]
+			f.tree.mu.Unlock()
+			return parent[slot*uint64(f.tree.nodeDigestLen) : (slot+1)*uint64(f.tree.nodeDigestLen)], nil
+		})
+	if err != nil {
+		return err
+	}
+
+	// The new mutable header: next counter value, new entry leaf, root.
+	nf.counter = new(big.Int).Add(f.counter, big.NewInt(1))
+	nf.counter.And(nf.counter, new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1)))
+	nf.header.EncryptedCounter = f.encryptCounter(nf.counter)
+	nf.header.RootHMAC = f.tree.rootHMAC(nodes[0], nf.header.EncryptedCounter, nf.imageContext())
+	leaf, err := b.contentRangeErr(nf.header.EntryLeaf.Start(), l.IndexLeafSize()/ab)
+	if err != nil {
+		return err
+	}
+	nf.header.EntryLeafPreauthHMAC = f.entryLeafPreauth(leaf)
+	mh, err := disk.EncodeMutableHeader(nf.header, l)
+	if err != nil {
+		return err
+	}
+	sh := disk.StaticHeader{Layout: l, Salt: f.salt}
+	mhStart := disk.MutableHeaderOffset(sh) / ab
+	for i := uint64(0); i < uint64(len(mh))/ab; i++ {
+		overlay[mhStart+i] = mh[i*ab : (i+1)*ab]
+		inPlace = append(inPlace, mhStart+i)
+	}
+
+	// Stage every IO block updated in place, with the new contents of all
+	// its allocation blocks.
+	ioAllocs := l.IOBlockSize() / ab
+	targets := map[uint64]bool{}
+	for _, a := range inPlace {
+		targets[a/ioAllocs] = true
+	}
+	var records []disk.WriteRecord
+	var stagedData [][]byte
+	res := &reserver{b: b, old: p.oldWords}
+	for _, t := range slices.Sorted(mapKeys(targets)) {
+		buf := make([]byte, 0, ioAllocs*ab)
+		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {
+			c, err := content(a)
+			if err != nil {
+				return err
+			}
+			buf = append(buf, c...)
+		}
+		src, err := res.take(ioAllocs, ioAllocs)
+		if err != nil {
+			return err
+		}
+		records = append(records, disk.WriteRecord{Target: t, Source: src / ioAllocs, Len: 1})
+		stagedData = append(stagedData, buf)
+	}
+
+	// The journal log.
+	jl := disk.JournalLog{
+		AuthTreeExtents: f.treeExtents,
+		BitmapExtents:   f.bitmapExtents,
+		ApplyWrites:     mergeWrites(records),
+	}
+	for _, pdb := range slices.Sorted(mapKeys(p.changedDB)) {
+		if n := len(jl.AuthTreeUpdates); n > 0 && jl.AuthTreeUpdates[n-1].Start+jl.AuthTreeUpdates[n-1].Len == pdb {
+			jl.AuthTreeUpdates[n-1].Len++
+		} else {
+			jl.AuthTreeUpdates = append(jl.AuthTreeUpdates, disk.Range{Start: pdb, Len: 1})
+		}
+	}
+	// Digests of the bitmap's data blocks that describe the affected leaves'
+	// ranges, so a replay can authenticate the bitmap fragments it needs.
+	for _, pdb := range f.bitmapDataBlocksFor(affected, bmBlocks, wordsPer) {
+		blk, cnt, err := dataBlock(pdb)
+		if err != nil {
+			return err
+		}
+		d, _ := f.tree.domainIndex(pdb << dataLog2)
+		jl.BitmapDigests = append(jl.BitmapDigests, disk.DigestRecord{Block: pdb, Digest: f.tree.dataDigest(blk, nf.digestBits(pdb<<dataLog2, cnt), d)})
+	}
+	jl.BitmapDigestsHMAC = f.bitmapDigestsHMAC(jl.BitmapDigests)
+	payload := disk.AppendJournalLog(nil, jl)
+
+	ch := f.journalChain()
+	headLen := f.journalHead.Len * ab
+	extents := []disk.Extent{f.journalHead}
+	capacity := ch.capacity(int(headLen), true)
+	for capacity < len(payload)+1 {
+		n := min(uint64(disk.MaxExtentAllocBlocks)/ioAllocs*ioAllocs, (uint64(len(payload)+1-capacity)+2*ab+ab-1)/ab)
+		n = (n + ioAllocs - 1) / ioAllocs * ioAllocs
+		start, err := res.take(n, ioAllocs)
+		if err != nil {
+			return err
+		}
+		extents = append(extents, disk.Extent{Start: start, Len: n})
+		capacity += ch.capacity(int(n*ab), false)
+	}
+	bufs := make([][]byte, len(extents))
+	for i, e := range extents {
+		bufs[i] = make([]byte, e.Len*ab)
+	}
+	hl := disk.JournalPlaintextHeaderLen(l)
+	copy(bufs[0], "CCFSJRNL")
+	f.header.AuxHeads[0].Append(bufs[0][hl-16 : hl-16])
+	f.header.AuxHeads[1].Append(bufs[0][hl-8 : hl-8])
+	if err := ch.encode(payload, extents, bufs); err != nil {
+		return err
+	}
+	if err := disk.EncodeJournalLogHeadPlaintext(bufs[0], l, f.header.AuxHeads); err != nil {
+		return err
+	}
+
+	// Write: new contents, staged copies, log tail; barrier; log head.
+	w := &writer{f: f}
+	for _, r := range b.writes {
+		w.at(r.start*ab, r.data)
+	}
+	for i, r := range records {
+		w.at(r.Source*ioAllocs*ab, stagedData[i])
+	}
+	for i := 1; i < len(extents); i++ {
+		w.at(extents[i].Start*ab, bufs[i])
+	}
+	w.sync()
+	w.failSafe(f.journalHead.Start*ab, bufs[0])
+	return w.err
+}
+
+// mergeWrites joins records whose targets and sources both continue.
+func mergeWrites(r []disk.WriteRecord) []disk.WriteRecord {
+	var out []disk.WriteRecord
+	for _, x := range r {
+		if n := len(out); n > 0 && out[n-1].Target+out[n-1].Len == x.Target && out[n-1].Source+out[n-1].Len == x.Source {
+			out[n-1].Len += x.Len
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+func mapKeys[V any](m map[uint64]V) func(func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// reserver hands out blocks that are free in both the committed and the new
+// state (staging copies and the log tail must not be anyone's data).
+type reserver struct {
+	b     *builder
+	old   []uint64
+	taken map[uint64]bool
+}
+
+func (r *reserver) free(a uint64) bool {
+	return r.old[a/64]&(1<<(a%64)) == 0 && !r.b.isUsed(a) && !r.taken[a]
+}
+
+func (r *reserver) take(n, align uint64) (uint64, error) {
+	if r.taken == nil {
+		r.taken = map[uint64]bool{}
+	}
+	total := r.b.f.imageAllocBlocks
+	for a := uint64(0); a+n <= total; a += align {
+		ok := true
+		for i := uint64(0); i < n && ok; i++ {
+			ok = r.free(a + i)
+		}
+		if ok {
+			for i := uint64(0); i < n; i++ {
+				r.taken[a+i] = true
+			}
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("cocoonfs: no room for the journal (%d allocation blocks): %w", n, ErrNoSpace)
+}
+
+// writer sequences device writes and keeps the first error.
+type writer struct {
+	f   *FS
+	err error
+}
+
+func (w *writer) at(off uint64, p []byte) {
+	if w.err != nil {
+		return
+	}
+	if _, err := w.f.dev.WriteAt(p, int64(off)); err != nil {
+		w.err = fmt.Errorf("cocoonfs: write %d bytes at %d: %w", len(p), off, err)
+	}
+}
+
+func (w *writer) sync() {
+	if w.err != nil {
+		return
+	}
+	if err := w.f.dev.Sync(); err != nil {
+		w.err = fmt.Errorf("cocoonfs: sync: %w", err)
+	}
+}
+
+// failSafe writes an integrity-protected extent by the fail-safe protocol:
+// invalidate its first device block, barrier, the tail, barrier, the head.
+func (w *writer) failSafe(off uint64, p []byte) {
+	head := min(len(p), max(w.f.dev.BlockSize(), 128))
+	w.at(off, make([]byte, head))
+	w.sync()
+	if head < len(p) {
+		w.at(off+uint64(head), p[head:])
+		w.sync()
+	}
+	w.at(off, p[:head])
+	w.sync()
+}
+
+// journalChain describes the journal log's chained extents: encrypted and
+// inline-authenticated with the (virtual) journal inode's keys, the layout
+// as associated data.
+func (f *FS) journalChain() *chain {
+	ch := f.newChain(inoJournalLog, subdomainData, disk.JournalPlaintextHeaderLen(f.layout), f.readRawExtent)
+	ch.mac = func() hash.Hash { return f.keys.hmac(f.algs.preauthHMAC, inoJournalLog, subdomainData, purposePreauth) }
+	ch.aad = append(f.layout.Append(nil), 0, 1)
+	return ch
+}
+
+// bitmapDigestsHMAC authenticates the bitmap fragment digests of a journal.
+func (f *FS) bitmapDigestsHMAC(recs []disk.DigestRecord) []byte {
+	m := f.keys.hmac(f.algs.preauthHMAC, inoAllocBitmap, subdomainData, purposePreauth)
+	m.Write(f.layout.Append(nil))
+	m.Write(disk.AppendExtentsList(nil, f.bitmapExtents))
+	m.Write(disk.AppendBitmapDigestRecords(nil, recs))
+	m.Write([]byte{0, 3, 0, 7})
+	return m.Sum(nil)
+}
+
+// bitmapDataBlocksFor lists (sorted) the physical data blocks of the bitmap
+// file holding the bits of every allocation block under the given leaves.
+func (f *FS) bitmapDataBlocksFor(leaves map[uint64]bool, bmBlocks []uint64, wordsPer uint64) []uint64 {
+	l := f.layout
+	dataLog2 := uint(l.AuthTreeDataBlockLog2)
+	bmAllocs := l.BitmapBlockSize() / l.AllocBlockSize()
+	need := map[uint64]bool{}
+	for li := range leaves {
+		for d := li * f.tree.leafEntries; d < (li+1)*f.tree.leafEntries && d < f.tree.dataBlocks; d++ {
+			a := f.physicalDataBlock(d)
+			for x := a; x < a+1<<dataLog2 && x < f.imageAllocBlocks; x += 64 {
+				blk := (x / 64) / wordsPer
+				if blk < uint64(len(bmBlocks)) {
+					for j := uint64(0); j < bmAllocs; j++ {
+						need[(bmBlocks[blk]+j)>>dataLog2] = true
+					}
+				}
+			}
+			last := a + 1<<dataLog2 - 1
+			if blk := (last / 64) / wordsPer; blk < uint64(len(bmBlocks)) {
+				for j := uint64(0); j < bmAllocs; j++ {
+					need[(bmBlocks[blk]+j)>>dataLog2] = true
+				}
+			}
+		}
+	}
+	return slices.Sorted(mapKeys(need))
+}
+
+// encryptCounter encrypts the update counter (little endian, zero padded,
+// CBC with an all-zero IV).
+func (f *FS) encryptCounter(v *big.Int) []byte {
+	c := f.keys.blockCipher(inoUpdateCounter, subdomainData)
+	pt := make([]byte, disk.EncryptedCounterLen(c.BlockSize()))
+	be := v.FillBytes(make([]byte, 16))
+	for i := range be {
+		pt[i] = be[15-i]
+	}
+	out := make([]byte, len(pt))
+	cipher.NewCBCEncrypter(c, make([]byte, c.BlockSize())).CryptBlocks(out, pt)
+	return out
+}
+
+// entryLeafPreauth is the pre-authentication HMAC of the entry leaf.
+func (f *FS) entryLeafPreauth(ciphertext []byte) []byte {
+	l := f.layout
+	m := f.keys.hmac(f.algs.preauthHMAC, inoIndexRoot, subdomainData, purposePreauth)
+	m.Write(ciphertext)
+	m.Write(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, l.Cipher), l.CipherKeyBits))
+	m.Write([]byte{0, authSubjectIndexNode})
+	return m.Sum(nil)
+}
+
+func (b *builder) contentRangeErr(a, n uint64) ([]byte, error) {
+	out := b.contentRange(a, n)
+	if uint64(len(out)) != n*b.f.layout.AllocBlockSize() {
+		return nil, fmt.Errorf("BUG: no new contents for allocation blocks %d+%d", a, n)
+	}
+	return out, nil
+}
+
+var _ = bytes.Equal

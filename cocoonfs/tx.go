@@ -1,0 +1,217 @@
+package cocoonfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+)
+
+// ErrReadOnlyFS: a transaction was begun on an image opened without
+// Options.ReadWrite.
+var ErrReadOnlyFS = errors.New("cocoonfs: image opened read-only")
+
+// ErrTxDone: the transaction was already committed or rolled back.
+var ErrTxDone = errors.New("cocoonfs: transaction already finished")
+
+// Tx is one all-or-nothing set of changes. Begin one with (*FS).Begin, add
+// writes and removals, then Commit or Rollback. Only one transaction runs
+// at a time; readers see the committed state until Commit returns.
+type Tx struct {
+	f     *FS
+	files map[uint64]*txFile // a nil value removes the inode
+	done  bool
+}
+
+type txFile struct {
+	data  []byte
+	flags uint32
+}
+
+// Begin starts a transaction, waiting for a running one to finish.
+func (f *FS) Begin() (*Tx, error) {
+	if !f.rw {
+		return nil, ErrReadOnlyFS
+	}
+	f.writer.Lock()
+	return &Tx{f: f, files: map[uint64]*txFile{}}, nil
+}
+
+func checkUserInode(ino uint64) error {
+	if ino < FirstUserInode {
+		return fmt.Errorf("cocoonfs: inode %d is reserved for the filesystem (user inodes start at %d): %w", ino, FirstUserInode, fs.ErrInvalid)
+	}
+	return nil
+}
+
+// WriteFile creates or replaces inode ino with data (copied) and flags;
+// only the low 8 flag bits are for applications, the rest must be zero.
+func (tx *Tx) WriteFile(ino uint64, data []byte, flags uint32) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	if err := checkUserInode(ino); err != nil {
+		return err
+	}
+	if flags&^0xff != 0 {
+		return fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
+	}
+	tx.files[ino] = &txFile{data: slices.Clone(data), flags: flags}
+	return nil
+}
+
+// Remove deletes inode ino; a missing inode is fs.ErrNotExist.
+func (tx *Tx) Remove(ino uint64) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	if err := checkUserInode(ino); err != nil {
+		return err
+	}
+	if p, ok := tx.files[ino]; ok && p != nil {
+		// Written earlier in this transaction: removal cancels it, and
+		// removes the committed file if there is one.
+		delete(tx.files, ino)
+	}
+	tx.f.mu.RLock()
+	_, exists, err := tx.f.index.lookup(ino)
+	tx.f.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if !exists {
+		if _, pending := tx.files[ino]; !pending {
+			return fmt.Errorf("cocoonfs: inode %d: %w", ino, fs.ErrNotExist)
+		}
+	}
+	tx.files[ino] = nil
+	return nil
+}
+
+// Rollback abandons the transaction; nothing was written.
+func (tx *Tx) Rollback() {
+	if !tx.done {
+		tx.done = true
+		tx.f.writer.Unlock()
+	}
+}
+
+// Commit applies the transaction atomically: after a crash at any point the
+// image opens in the old state or in the new one. A failure before the
+// commit point (ErrNoSpace, say) leaves the image unchanged and valid.
+func (tx *Tx) Commit(ctx context.Context) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	defer tx.Rollback()
+	if len(tx.files) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f := tx.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.commit(tx.files)
+}
+
+// txPlan is everything a commit changes, computed before anything is written.
+type txPlan struct {
+	b         *builder             // allocations and new contents (nf is its shadow FS)
+	nf        *FS                  // the new state's header, bitmap
+	oldWords  []uint64             // the committed bitmap
+	freed     []disk.Extent        // blocks the new state releases
+	staged    map[uint64][]byte    // target IO block → its new contents (in-place updates)
+	changedDB map[uint64]bool      // physical data blocks whose digest changes
+	newDigest map[uint64][]byte    // index-domain data block → new digest
+	entries   []disk.LeafEntry     // the new inode index
+}
+
+// commit computes the plan, writes the journal (the commit point) and
+// applies it through the same replay code Open uses.
+func (f *FS) commit(files map[uint64]*txFile) error {
+	p, err := f.plan(files)
+	if err != nil {
+		return err
+	}
+	if err := f.writeJournal(p); err != nil {
+		return err
+	}
+	return f.applyAndReload()
+}
+
+// plan builds the new state copy-on-write: new file contents, extents lists
+// and index nodes go to blocks free in the committed state; the bitmap and
+// the mutable header are updated in place through staged copies.
+func (f *FS) plan(files map[uint64]*txFile) (*txPlan, error) {
+	l := f.layout
+	nf := f.shadow()
+	b := &builder{f: nf, used: slices.Clone(f.bitmap.words)}
+	p := &txPlan{b: b, nf: nf, oldWords: f.bitmap.words, staged: map[uint64][]byte{}}
+
+	// Current entries and the index nodes that the new index replaces.
+	byIno := map[uint64]disk.LeafEntry{}
+	err := f.index.walk(func(e disk.LeafEntry) error {
+		byIno[e.Inode] = e
+		return nil
+	}, func(start, allocs uint64) {
+		p.freed = append(p.freed, disk.Extent{Start: start, Len: allocs})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, ino := range slices.Sorted(maps.Keys(files)) {
+		if old, ok := byIno[ino]; ok {
+			data, chainExt, err := f.entryExtents(old)
+			if err != nil {
+				return nil, err
+			}
+			p.freed = append(p.freed, data...)
+			p.freed = append(p.freed, chainExt...)
+			delete(byIno, ino)
+		}
+		if tf := files[ino]; tf != nil {
+			ptr, err := b.writeFile(ino, tf.data)
+			if err != nil {
+				return nil, err
+			}
+			byIno[ino] = disk.LeafEntry{Inode: ino, Ptr: ptr, Flags: tf.flags}
+		}
+	}
+	for _, ino := range slices.Sorted(maps.Keys(byIno)) {
+		p.entries = append(p.entries, byIno[ino])
+	}
+	entryLeaf, err := b.alloc(l.IndexLeafSize()/l.AllocBlockSize(), 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.buildIndex(p.entries, entryLeaf); err != nil {
+		return nil, err
+	}
+	// Free only now, so that nothing this transaction allocated reuses a
+	// block the committed state still depends on.
+	for _, e := range p.freed {
+		for a := e.Start; a < e.Start+e.Len; a++ {
+			b.used[a/64] &^= 1 << (a % 64)
+		}
+	}
+	nf.bitmap = &allocBitmap{words: b.used}
+	slices.SortFunc(b.writes, func(x, y region) int { return cmpU64(x.start, y.start) })
+	return p, nil
+}
+
+// shadow is a copy of the committed state for building the next one; it
+// shares the keys, algorithms, device and the committed tree.
+func (f *FS) shadow() *FS {
+	return &FS{
+		dev: f.dev, layout: f.layout, salt: f.salt, algs: f.algs, keys: f.keys,
+		header: f.header, imageAllocBlocks: f.imageAllocBlocks,
+		excluded: f.excluded, auxExtents: f.auxExtents, journalHead: f.journalHead, headerAllocs: f.headerAllocs,
+		treeExtents: f.treeExtents, bitmapExtents: f.bitmapExtents, tree: f.tree, counter: f.counter,
+	}
+}

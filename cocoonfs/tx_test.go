@@ -1,0 +1,151 @@
+package cocoonfs
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/sealfs/sealfs/blockdev"
+)
+
+var txKey = []byte("transaction test key, 32 bytes!!")
+
+func mkfsMem(t testing.TB, size int64, opts *MkfsOptions) *blockdev.Memory {
+	t.Helper()
+	dev := blockdev.NewMemory(size, 512)
+	if _, err := Mkfs(dev, txKey, opts); err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
+func openRW(t testing.TB, dev blockdev.Device) *FS {
+	t.Helper()
+	f, err := Open(dev, txKey, &Options{ReadWrite: true})
+	if err != nil {
+		t.Fatalf("Open read-write: %v", err)
+	}
+	return f
+}
+
+// checkState verifies the image and compares its files with want.
+func checkState(t testing.TB, f *FS, want map[uint64][]byte) {
+	t.Helper()
+	if rep, err := f.Verify(t.Context(), nil); err != nil {
+		t.Fatalf("Verify: %v\n%v", err, rep.Problems)
+	}
+	n := 0
+	for ino, err := range f.Inodes() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		got, err := f.ReadFile(ino.Ino)
+		if err != nil {
+			t.Fatalf("ReadFile(%d): %v", ino.Ino, err)
+		}
+		if w, ok := want[ino.Ino]; !ok || !bytes.Equal(got, w) {
+			t.Fatalf("inode %d: got %d bytes, want %d (present %v)", ino.Ino, len(got), len(w), ok)
+		}
+	}
+	if n != len(want) {
+		t.Fatalf("%d inodes, want %d", n, len(want))
+	}
+}
+
+func TestTxBasic(t *testing.T) {
+	dev := mkfsMem(t, 4<<20, &MkfsOptions{Files: map[uint64][]byte{100: []byte("old")}})
+	f := openRW(t, dev)
+	counter := f.UpdateCounter()
+	root := f.RootDigest()
+	tx, err := f.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1000)
+	for _, op := range []error{
+		tx.WriteFile(42, []byte("hello"), 0x5),
+		tx.WriteFile(43, big, 0),
+		tx.WriteFile(100, []byte("new"), 0),
+	} {
+		if op != nil {
+			t.Fatal(op)
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	want := map[uint64][]byte{42: []byte("hello"), 43: big, 100: []byte("new")}
+	checkState(t, f, want)
+	if f.UpdateCounter().Cmp(counter) <= 0 || bytes.Equal(root, f.RootDigest()) {
+		t.Errorf("counter %v → %v, root changed %v", counter, f.UpdateCounter(), !bytes.Equal(root, f.RootDigest()))
+	}
+	st, _ := f.Stat(42)
+	if st.Flags != 5 {
+		t.Errorf("flags %d", st.Flags)
+	}
+	// Reopen from the bytes alone.
+	checkState(t, openRW(t, blockdev.NewMemoryFrom(dev.Bytes(), 512)), want)
+
+	tx, _ = f.Begin()
+	if err := tx.Remove(100); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Remove(7777); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Remove(missing) = %v", err)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, 100)
+	checkState(t, f, want)
+	checkState(t, openRW(t, blockdev.NewMemoryFrom(dev.Bytes(), 512)), want)
+}
+
+// TestTxRandom runs many transactions of random creates, overwrites and
+// removes (crossing the direct/indirect extent boundary) and checks the
+// whole image after each.
+func TestTxRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	dev := mkfsMem(t, 8<<20, nil)
+	f := openRW(t, dev)
+	want := map[uint64][]byte{}
+	for i := 0; i < 60; i++ {
+		tx, _ := f.Begin()
+		staged := map[uint64][]byte{}
+		for k := 0; k < 1+r.IntN(4); k++ {
+			ino := FirstUserInode + uint64(r.IntN(40))
+			_, exists := want[ino]
+			if _, s := staged[ino]; exists && !s && r.IntN(3) == 0 {
+				if err := tx.Remove(ino); err != nil {
+					t.Fatal(err)
+				}
+				staged[ino] = nil
+				continue
+			}
+			sizes := []int{0, 1, 100, 8000, 8200, 20000}
+			data := make([]byte, sizes[r.IntN(len(sizes))]+r.IntN(50))
+			for j := range data {
+				data[j] = byte(r.Uint32())
+			}
+			if err := tx.WriteFile(ino, data, 0); err != nil {
+				t.Fatal(err)
+			}
+			staged[ino] = data
+		}
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatalf("tx %d: %v", i, err)
+		}
+		for ino, d := range staged {
+			if d == nil {
+				delete(want, ino)
+			} else {
+				want[ino] = d
+			}
+		}
+		checkState(t, f, want)
+	}
+	checkState(t, openRW(t, blockdev.NewMemoryFrom(dev.Bytes(), 512)), want)
+}
