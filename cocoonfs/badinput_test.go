@@ -23,7 +23,6 @@ func vectorBytes(t *testing.T, name string) []byte {
 	return b
 }
 
-
 func TestWrongKey(t *testing.T) {
 	for _, v := range formatted {
 		for _, key := range [][]byte{{0x00, 0x11, 0x22}, {0xaa, 0xbb}, {0xaa, 0xbb, 0xcc, 0x01}, {0x00, 0xaa, 0xbb, 0xcc}} {

@@ -122,14 +122,14 @@ func (tx *Tx) Commit(ctx context.Context) error {
 
 // txPlan is everything a commit changes, computed before anything is written.
 type txPlan struct {
-	b         *builder             // allocations and new contents (nf is its shadow FS)
-	nf        *FS                  // the new state's header, bitmap
-	oldWords  []uint64             // the committed bitmap
-	freed     []disk.Extent        // blocks the new state releases
-	staged    map[uint64][]byte    // target IO block → its new contents (in-place updates)
-	changedDB map[uint64]bool      // physical data blocks whose digest changes
-	newDigest map[uint64][]byte    // index-domain data block → new digest
-	entries   []disk.LeafEntry     // the new inode index
+	b         *builder          // allocations and new contents (nf is its shadow FS)
+	nf        *FS               // the new state's header, bitmap
+	oldWords  []uint64          // the committed bitmap
+	freed     []disk.Extent     // blocks the new state releases
+	staged    map[uint64][]byte // target IO block → its new contents (in-place updates)
+	changedDB map[uint64]bool   // physical data blocks whose digest changes
+	newDigest map[uint64][]byte // index-domain data block → new digest
+	entries   []disk.LeafEntry  // the new inode index
 }
 
 // commit computes the plan, writes the journal (the commit point) and
