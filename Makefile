@@ -32,8 +32,11 @@ vet:
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
 
+# The crash harness is single-threaded and exhaustive; it runs without the
+# race detector, which would only slow it tenfold.
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'TestCrashHarness' ./cocoonfs/
 
 ## test-long: the regular suite, the exhaustive tamper sweeps, then longer fuzzing of every target
 test-long: test

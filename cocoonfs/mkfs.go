@@ -59,6 +59,23 @@ type MkfsOptions struct {
 	// Files pre-populates the image: inode number → contents. Inode
 	// numbers must be at least FirstUserInode.
 	Files map[uint64][]byte
+
+	// info is set only by FormatMkfsInfo: the layout, aux metadata and
+	// reserved backup range a creation info header dictates.
+	info *mkfsInfoBuild
+}
+
+// mkfsInfoBuild is what a filesystem creation info header dictates to the
+// builder (see FormatMkfsInfo and WriteMkfsInfo).
+type mkfsInfoBuild struct {
+	layout  disk.Layout
+	entries []disk.AuxEntry // aux metadata entries, sorted by UUID
+	reserve *uint64         // aux metadata extra reserve; nil: none (no update group 1)
+	// [keepOff, keepEnd) is a byte range of the device, the backup creation
+	// info header and its aux metadata, that the new image must neither
+	// allocate nor write until its static header is durable: it stays free
+	// in the allocation bitmap and is skipped when free space is filled.
+	keepOff, keepEnd uint64
 }
 
 // SelectAlgorithms returns the layout's algorithm ids for a hash family,
@@ -113,6 +130,12 @@ func log2Of(name string, v, def int) (uint8, error) {
 
 // mkfsLayout turns options into a layout.
 func mkfsLayout(o *MkfsOptions) (disk.Layout, error) {
+	if o.info != nil {
+		if err := o.info.layout.Validate(); err != nil {
+			return o.info.layout, fmt.Errorf("cocoonfs: %w", err)
+		}
+		return o.info.layout, nil
+	}
 	var l disk.Layout
 	var err error
 	node, data, root, pre, kdf, c, kb, err := SelectAlgorithms(o.Hash, o.Cipher, o.Strength)
@@ -168,9 +191,11 @@ func mkfsLayout(o *MkfsOptions) (disk.Layout, error) {
 }
 
 // Mkfs creates a new CocoonFS image on dev, optionally holding files, and
-// returns it opened. The image is written in full before its static header,
-// which goes last by the format's fail-safe protocol: an interrupted Mkfs
-// leaves no valid header, never a half-made filesystem that opens.
+// returns it opened. The image is laid out and validated in full before
+// anything is written (a refused Mkfs leaves dev untouched), then written
+// before its static header, which goes last by the format's fail-safe
+// protocol: an interrupted Mkfs leaves no valid header, never a half-made
+// filesystem that opens.
 func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	if opts == nil {
 		opts = &MkfsOptions{}
@@ -192,24 +217,62 @@ func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	if salt == nil {
 		salt = randomBytes(32)
 	}
-	if len(salt) > 255 {
-		return nil, fmt.Errorf("cocoonfs: salt of %d bytes exceeds 255", len(salt))
-	}
 	size := opts.Size
 	if size == 0 {
 		size = dev.Size()
 	}
+	if err := checkMkfsSize(dev, l, size); err != nil {
+		return nil, err
+	}
+	b, err := newBuilder(dev, l, salt, size, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer b.f.keys.wipe()
+	if err := growDevice(dev, size); err != nil {
+		return nil, err
+	}
+	if err := b.write(); err != nil {
+		return nil, err
+	}
+	return Open(dev, key, &Options{Force: true})
+}
+
+// checkMkfsSize checks an image size against the layout and the device
+// (which must hold it or be able to grow to it).
+func checkMkfsSize(dev blockdev.Device, l disk.Layout, size int64) error {
 	if size <= 0 || uint64(size)%l.IOBlockSize() != 0 {
-		return nil, fmt.Errorf("cocoonfs: image size %d is not a positive multiple of the %d-byte IO block", size, l.IOBlockSize())
+		return fmt.Errorf("cocoonfs: image size %d is not a positive multiple of the %d-byte IO block", size, l.IOBlockSize())
 	}
 	if size > dev.Size() {
-		r, ok := dev.(blockdev.Resizer)
-		if !ok {
-			return nil, fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
+		if _, ok := dev.(blockdev.Resizer); !ok {
+			return fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
 		}
-		if err := r.Resize(size); err != nil {
-			return nil, fmt.Errorf("cocoonfs: grow device to %d bytes: %w", size, err)
-		}
+	}
+	return nil
+}
+
+// growDevice grows a resizable device to hold size bytes; it never shrinks.
+func growDevice(dev blockdev.Device, size int64) error {
+	if size <= dev.Size() {
+		return nil
+	}
+	r, ok := dev.(blockdev.Resizer)
+	if !ok {
+		return fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
+	}
+	if err := r.Resize(size); err != nil {
+		return fmt.Errorf("cocoonfs: grow device to %d bytes: %w", size, err)
+	}
+	return nil
+}
+
+// newBuilder lays a whole image out in memory and encrypts it; nothing is
+// written and dev is used only by b.write (it may be nil for a dry run).
+// The caller wipes b.f.keys.
+func newBuilder(dev blockdev.Device, l disk.Layout, salt []byte, size int64, key []byte, opts *MkfsOptions) (*builder, error) {
+	if len(salt) > 255 {
+		return nil, fmt.Errorf("cocoonfs: salt of %d bytes exceeds 255", len(salt))
 	}
 	for ino := range opts.Files {
 		if ino < FirstUserInode {
@@ -224,15 +287,12 @@ func Mkfs(dev blockdev.Device, key []byte, opts *MkfsOptions) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer keys.wipe()
 	b := &builder{f: &FS{dev: dev, layout: l, salt: salt, algs: algs, keys: keys, imageAllocBlocks: uint64(size) / l.AllocBlockSize()}, opts: opts}
 	if err := b.build(); err != nil {
+		keys.wipe()
 		return nil, err
 	}
-	if err := b.write(); err != nil {
-		return nil, err
-	}
-	return Open(dev, key, &Options{Force: true})
+	return b, nil
 }
 
 // builder assembles a whole image in memory, structure by structure.
@@ -258,6 +318,23 @@ func (b *builder) mark(e disk.Extent) {
 }
 
 func (b *builder) isUsed(a uint64) bool { return b.used[a/64]&(1<<(a%64)) != 0 }
+
+// keepExtent returns the allocation blocks of the image that hold the backup
+// creation info header and its aux metadata (mkfsInfoBuild.keep*), widened
+// to whole allocation blocks; empty when there is none or it lies beyond the
+// image.
+func (b *builder) keepExtent() disk.Extent {
+	in := b.opts.info
+	if in == nil || in.keepEnd <= in.keepOff {
+		return disk.Extent{}
+	}
+	ab := b.f.layout.AllocBlockSize()
+	start, end := in.keepOff/ab, min((in.keepEnd+ab-1)/ab, b.f.imageAllocBlocks)
+	if start >= end {
+		return disk.Extent{}
+	}
+	return disk.Extent{Start: start, Len: end - start}
+}
 
 // alloc finds n free allocation blocks starting at a multiple of align,
 // first fit from the cursor.
@@ -310,6 +387,16 @@ func (b *builder) build() error {
 	b.mark(disk.Extent{Start: 0, Len: f.headerAllocs})
 	b.mark(f.journalHead)
 	f.excluded = []disk.Extent{{Start: 0, Len: f.headerAllocs}, f.journalHead}
+	// The backup creation info header (FormatMkfsInfo) is held as allocated
+	// while the image is laid out, so that nothing lands on it, and freed
+	// again before the bitmap is encoded (below).
+	keep := b.keepExtent()
+	for a := keep.Start; a < keep.Start+keep.Len; a++ {
+		if b.isUsed(a) {
+			return fmt.Errorf("cocoonfs: mkfs: the backup creation info header at byte %d overlaps the image header or journal log head: %w", keep.Start*ab, ErrNoSpace)
+		}
+	}
+	b.mark(keep)
 
 	// The entry leaf goes right after the mutable header, as the reference
 	// places it; the other index nodes are allocated with the index below.
@@ -422,7 +509,11 @@ func (b *builder) build() error {
 		return err
 	}
 
-	// The bitmap itself, encrypted block by block.
+	// The bitmap itself, encrypted block by block. The backup creation info
+	// header's blocks are free in it: they are never part of the image.
+	for a := keep.Start; a < keep.Start+keep.Len; a++ {
+		b.used[a/64] &^= 1 << (a % 64)
+	}
 	f.bitmap = &allocBitmap{words: b.used}
 	c := f.keys.blockCipher(inoAllocBitmap, subdomainData)
 	bm := make([]byte, 0, bmAllocs*ab)
@@ -445,57 +536,117 @@ func (b *builder) build() error {
 	return nil
 }
 
-// buildAux writes the two aux metadata update groups (one extent each):
-// group 0 active, group 1 inactive, both sized for the (empty) contents
-// plus the reserve, so that offline updates have room.
-func (b *builder) buildAux(align uint64) error {
-	f := b.f
-	l := f.layout
-	ab := l.AllocBlockSize()
-	f.header.AuxHeads = [2]disk.ExtentPtr{disk.NilExtentPtr, disk.NilExtentPtr}
+// auxContents returns the aux metadata the new image starts with: the
+// entries and reserve of a creation info header, or Mkfs's empty metadata
+// with its reserve.
+func (b *builder) auxContents() ([]disk.AuxEntry, *uint64) {
+	if in := b.opts.info; in != nil {
+		return in.entries, in.reserve
+	}
 	if b.opts.NoAuxReserve {
-		return nil
+		return nil, nil
 	}
 	reserve := uint64(1024)
 	if b.opts.AuxReserve > 0 {
 		reserve = uint64(b.opts.AuxReserve)
 	}
-	payload, err := disk.AppendAuxMetadata(nil, nil, &reserve)
+	return nil, &reserve
+}
+
+// auxExtentHeaderLen is the bytes before an aux metadata extent's payload:
+// the next and next-but-one pointers, the state byte of a group head, and
+// the integrity protection section.
+func auxExtentHeaderLen(l disk.Layout, head bool) uint64 {
+	n := uint64(16 + disk.IntegrityLen(l))
+	if head {
+		n++
+	}
+	return n
+}
+
+// buildAux lays out the aux metadata as the reference's mkfs does: update
+// group 0, active, holding the encoded entries, and, when an extra reserve
+// capacity is set, update group 1, inactive and zero-filled (the reference
+// writes it so; offline updates copy group 0 into it before activating it).
+// Each group has room for the encoded entries plus the reserve, in as many
+// extents (at most 64 allocation blocks each, aligned to the larger of the
+// IO and authentication tree data block) as needed. Without entries and
+// without a (non-zero) reserve there is no aux metadata at all.
+func (b *builder) buildAux(align uint64) error {
+	f := b.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	f.header.AuxHeads = [2]disk.ExtentPtr{disk.NilExtentPtr, disk.NilExtentPtr}
+	entries, reserve := b.auxContents()
+	if len(entries) == 0 && (reserve == nil || *reserve == 0) {
+		return nil
+	}
+	payload, err := disk.AppendAuxMetadata(nil, entries, reserve)
 	if err != nil {
-		return err
+		return fmt.Errorf("cocoonfs: mkfs: %w", err)
 	}
-	prot := 17
-	need := uint64(prot+disk.IntegrityLen(l)+len(payload)) + reserve
-	n := (need + align*ab - 1) / (align * ab) * align
-	if n > disk.MaxExtentAllocBlocks {
-		return fmt.Errorf("cocoonfs: mkfs: aux metadata reserve of %d bytes needs more than one extent", reserve)
+	capacity := uint64(len(payload))
+	groups := 1
+	if reserve != nil {
+		groups = 2
+		if *reserve > f.imageAllocBlocks*ab {
+			return fmt.Errorf("cocoonfs: mkfs: aux metadata reserve of %d bytes exceeds the image: %w", *reserve, ErrNoSpace)
+		}
+		capacity += *reserve
 	}
-	var ext [2]disk.Extent
-	var ptr [2]disk.ExtentPtr
-	for i := range ext {
-		if ext[i], err = b.alloc(n, align); err != nil {
+	maxExt := disk.MaxExtentAllocBlocks / align * align
+	if maxExt == 0 || maxExt*ab <= auxExtentHeaderLen(l, true) {
+		return fmt.Errorf("cocoonfs: mkfs: aux metadata extents cannot be aligned to %d allocation blocks: %w", align, ErrUnsupported)
+	}
+	var ext []disk.Extent
+	var heads []int
+	for g := 0; g < groups; g++ {
+		heads = append(heads, len(ext))
+		left := capacity
+		for first := true; first || left > 0; first = false {
+			hdr := auxExtentHeaderLen(l, first)
+			n := min((hdr+left+align*ab-1)/(align*ab)*align, maxExt)
+			e, err := b.alloc(n, align)
+			if err != nil {
+				return fmt.Errorf("aux metadata: %w", err)
+			}
+			ext = append(ext, e)
+			left -= min(left, n*ab-hdr)
+		}
+	}
+	ptr := make([]disk.ExtentPtr, len(ext))
+	for i, e := range ext {
+		if ptr[i], err = disk.NewExtentPtr(e.Start, e.Len, false); err != nil {
 			return err
 		}
-		if ptr[i], err = disk.NewExtentPtr(ext[i].Start, n, false); err != nil {
+	}
+	rest := payload // what group 0 still has to store
+	for i, e := range ext {
+		head := slices.Contains(heads, i)
+		buf := make([]byte, e.Len*ab)
+		ptr[(i+1)%len(ext)].Append(buf[:0])
+		ptr[(i+2)%len(ext)].Append(buf[8:8])
+		protOff := 16
+		if head {
+			protOff = 17
+			if i == heads[0] {
+				buf[16] = 1 // AUX_FS_METADATA_UPDATE_GROUP_STATE_ACTIVE
+			}
+		}
+		if len(heads) < 2 || i < heads[1] {
+			rest = rest[copy(buf[auxExtentHeaderLen(l, head):], rest):]
+		}
+		if err := disk.ApplyIntegrity(buf, 0, protOff, l); err != nil {
 			return err
 		}
+		b.put(e.Start, buf)
 	}
-	for i := range ext {
-		buf := make([]byte, n*ab)
-		ptr[1-i].Append(buf[:0])
-		ptr[i].Append(buf[8:8])
-		if i == 0 {
-			buf[16] = 1 // active
-		}
-		copy(buf[prot+disk.IntegrityLen(l):], payload)
-		if err := disk.ApplyIntegrity(buf, 0, prot, l); err != nil {
-			return err
-		}
-		b.put(ext[i].Start, buf)
+	f.header.AuxHeads[0] = ptr[heads[0]]
+	if len(heads) > 1 {
+		f.header.AuxHeads[1] = ptr[heads[1]]
 	}
-	f.header.AuxHeads = ptr
-	f.auxExtents = ext[:]
-	f.excluded = append(f.excluded, ext[:]...)
+	f.auxExtents = ext
+	f.excluded = append(f.excluded, ext...)
 	return nil
 }
 
@@ -735,14 +886,17 @@ func (b *builder) write() error {
 		return err
 	}
 	// 2. Free space (random unless asked otherwise), then every structure.
+	// The backup creation info header of FormatMkfsInfo is not touched.
 	const chunk = 1 << 20
+	keep := b.keepExtent()
+	skip := func(a uint64) bool { return b.isUsed(a) || a >= keep.Start && a < keep.Start+keep.Len }
 	for a := uint64(0); a < f.imageAllocBlocks; {
-		if b.isUsed(a) {
+		if skip(a) {
 			a++
 			continue
 		}
 		end := a
-		for end < f.imageAllocBlocks && !b.isUsed(end) && (end-a)*ab < chunk {
+		for end < f.imageAllocBlocks && !skip(end) && (end-a)*ab < chunk {
 			end++
 		}
 		fill := make([]byte, (end-a)*ab)

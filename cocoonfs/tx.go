@@ -72,21 +72,22 @@ func (tx *Tx) Remove(ino uint64) error {
 	if err := checkUserInode(ino); err != nil {
 		return err
 	}
-	if p, ok := tx.files[ino]; ok && p != nil {
-		// Written earlier in this transaction: removal cancels it, and
-		// removes the committed file if there is one.
-		delete(tx.files, ino)
-	}
+	pending, wasWritten := tx.files[ino]
+	wasWritten = wasWritten && pending != nil
 	tx.f.mu.RLock()
-	_, exists, err := tx.f.index.lookup(ino)
+	_, committed, err := tx.f.index.lookup(ino)
 	tx.f.mu.RUnlock()
 	if err != nil {
 		return err
 	}
-	if !exists {
-		if _, pending := tx.files[ino]; !pending {
-			return fmt.Errorf("cocoonfs: inode %d: %w", ino, fs.ErrNotExist)
-		}
+	switch {
+	case committed:
+		// Removal wins over an earlier write in this transaction.
+	case wasWritten:
+		delete(tx.files, ino) // created in this transaction: just cancel it
+		return nil
+	default:
+		return fmt.Errorf("cocoonfs: inode %d: %w", ino, fs.ErrNotExist)
 	}
 	tx.files[ino] = nil
 	return nil

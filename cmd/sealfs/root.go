@@ -62,7 +62,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	// Declared here so cobra does not claim -v, which stays free.
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
-	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g))
+	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g))
 	return root
 }
 

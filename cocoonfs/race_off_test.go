@@ -1,0 +1,5 @@
+//go:build !race
+
+package cocoonfs
+
+const raceDetector = false
