@@ -453,6 +453,15 @@ func TestAuxOfflineRefusals(t *testing.T) {
 
 func binary64(b []byte, v uint64) { disk.ExtentPtr(v).Append(b[:0]) }
 
+// pattern returns n non-zero bytes derived from seed.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) ^ seed | 1
+	}
+	return b
+}
+
 // rechainAux rewrites the aux metadata chain on dev as exts (group 1 from
 // index g1; g1 == len(exts) for none), as the reference initializes it:
 // group 0 active holding payload (nil: the current contents), group 1
@@ -556,7 +565,26 @@ func TestAuxOfflineCrash(t *testing.T) {
 				m.Remove(v11UUID, 0)
 				return m
 			}},
+		{"v01 replace a large entry", func(t testing.TB) *blockdev.Memory {
+			// Both groups then hold data in their extents' tails too.
+			dev := memVector(t, "v01-sha2-aes128.img")
+			if err := UpdateAuxMetadataOffline(dev, func(m *AuxMetadata) error { return m.Add(otherUUID, pattern(1000, 1)) }); err != nil {
+				t.Fatal(err)
+			}
+			return dev
+		}, filesOf("v01-sha2-aes128.img"), func(t testing.TB, cur *AuxMetadata) *AuxMetadata {
+			return &AuxMetadata{Entries: []AuxEntry{{otherUUID, pattern(1100, 2)}}, Reserve: u64(1024)}
+		}},
 		{"v01 multi-extent add", multiExtentV01, filesOf("v01-sha2-aes128.img"), add},
+		{"v01 multi-extent replace a large entry", func(t testing.TB) *blockdev.Memory {
+			dev := multiExtentV01(t)
+			if err := UpdateAuxMetadataOffline(dev, func(m *AuxMetadata) error { return m.Add(otherUUID, pattern(900, 3)) }); err != nil {
+				t.Fatal(err)
+			}
+			return dev
+		}, filesOf("v01-sha2-aes128.img"), func(t testing.TB, cur *AuxMetadata) *AuxMetadata {
+			return &AuxMetadata{Entries: []AuxEntry{{v11UUID, pattern(600, 4)}, {v11UUID, pattern(700, 5)}}, Reserve: u64(10)}
+		}},
 		{"v06 4 KiB IO blocks add", func(t testing.TB) *blockdev.Memory { return memVector(t, "v06-sha2-aes128-io4k.img") }, filesOf("v06-sha2-aes128-io4k.img"), add},
 		{"v08 creation info add", func(t testing.TB) *blockdev.Memory { return memVector(t, "v08-mkfsinfo-header-sha2-aes128.img") }, nil, add},
 	}

@@ -27,6 +27,12 @@ type FileInfo struct {
 // A missing inode is fs.ErrNotExist; reserved inodes (below FirstUserInode)
 // are not files and are refused.
 func (f *FS) ReadFile(ino uint64) ([]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readFile(ino)
+}
+
+func (f *FS) readFile(ino uint64) ([]byte, error) {
 	e, err := f.userEntry(ino)
 	if err != nil {
 		return nil, err
@@ -38,6 +44,8 @@ func (f *FS) ReadFile(ino uint64) ([]byte, error) {
 // length is implied by the padding of the encrypted data), so Stat decrypts
 // the file.
 func (f *FS) Stat(ino uint64) (FileInfo, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	e, err := f.userEntry(ino)
 	if err != nil {
 		return FileInfo{}, err
@@ -49,34 +57,53 @@ func (f *FS) Stat(ino uint64) (FileInfo, error) {
 	return FileInfo{Inode: Inode{Ino: e.Inode, Flags: e.Flags}, Size: int64(len(data))}, nil
 }
 
-// Inodes iterates over the user inodes in increasing order. Iteration stops
-// at the first error, which is yielded with a zero Inode.
+// Inodes iterates over the user inodes in increasing order, as of the
+// committed state when the iteration starts. Iteration stops at the first
+// error, which is yielded with a zero Inode.
 func (f *FS) Inodes() iter.Seq2[Inode, error] {
 	return func(yield func(Inode, error) bool) {
-		stop := fmt.Errorf("stop")
-		err := f.index.walk(func(e disk.LeafEntry) error {
-			if e.Inode < FirstUserInode {
-				return nil
+		f.mu.RLock()
+		list, err := f.inodes()
+		f.mu.RUnlock()
+		for _, ino := range list {
+			if !yield(ino, nil) {
+				return
 			}
-			if !yield(Inode{Ino: e.Inode, Flags: e.Flags}, nil) {
-				return stop
-			}
-			return nil
-		}, nil)
-		if err != nil && err != stop {
+		}
+		if err != nil {
 			yield(Inode{}, err)
 		}
 	}
 }
 
+// inodes lists the user inodes; the caller holds f.mu.
+func (f *FS) inodes() ([]Inode, error) {
+	var list []Inode
+	err := f.index.walk(func(e disk.LeafEntry) error {
+		if e.Inode >= FirstUserInode {
+			list = append(list, Inode{Ino: e.Inode, Flags: e.Flags})
+		}
+		return nil
+	}, nil)
+	return list, err
+}
+
 // RootDigest returns the authentication tree root HMAC: it binds every byte
 // of the image, its metadata and its update counter. Store it somewhere
 // trusted to detect rollback.
-func (f *FS) RootDigest() []byte { return slices.Clone(f.header.RootHMAC) }
+func (f *FS) RootDigest() []byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.header.RootHMAC)
+}
 
 // UpdateCounter returns the filesystem update counter (a 128-bit value that
 // starts at a random offset and grows by one with every committed update).
-func (f *FS) UpdateCounter() *big.Int { return new(big.Int).Set(f.counter) }
+func (f *FS) UpdateCounter() *big.Int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return new(big.Int).Set(f.counter)
+}
 
 func (f *FS) userEntry(ino uint64) (disk.LeafEntry, error) {
 	if ino < FirstUserInode {

@@ -222,6 +222,8 @@ type Info struct {
 // Info describes the open image: header fields, root digest, update counter,
 // file count and space use.
 func (f *FS) Info() (*Info, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	hi, err := ReadHeaderInfo(f.dev)
 	if err != nil {
 		return nil, err
@@ -229,12 +231,11 @@ func (f *FS) Info() (*Info, error) {
 	in := &Info{HeaderInfo: *hi}
 	in.RootDigest = hex.EncodeToString(f.header.RootHMAC)
 	in.UpdateCounter = f.counter.String()
-	for _, err := range f.Inodes() {
-		if err != nil {
-			return nil, err
-		}
-		in.Files++
+	list, err := f.inodes()
+	if err != nil {
+		return nil, err
 	}
+	in.Files = len(list)
 	in.AuthTree.Height = f.tree.height
 	in.AuthTree.Leaves = f.tree.leaves
 	in.AuthTree.DataBlocks = f.tree.dataBlocks

@@ -3,6 +3,7 @@ package cocoonfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"testing"
@@ -148,4 +149,50 @@ func TestTxRandom(t *testing.T) {
 		checkState(t, f, want)
 	}
 	checkState(t, openRW(t, blockdev.NewMemoryFrom(dev.Bytes(), 512)), want)
+}
+
+// TestTxConcurrentReaders: readers running while transactions commit see a
+// committed state every time (under -race).
+func TestTxConcurrentReaders(t *testing.T) {
+	dev := mkfsMem(t, 4<<20, &MkfsOptions{Files: map[uint64][]byte{50: []byte("v0")}})
+	f := openRW(t, dev)
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := 0; g < 3; g++ {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				data, err := f.ReadFile(50)
+				if err != nil || !bytes.HasPrefix(data, []byte("v")) {
+					errs <- fmt.Errorf("reader saw %q, %v", data, err)
+					return
+				}
+				for _, err := range f.Inodes() {
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 20; i++ {
+		tx, _ := f.Begin()
+		tx.WriteFile(50, []byte(fmt.Sprintf("v%d", i)), 0)
+		tx.WriteFile(uint64(60+i), bytes.Repeat([]byte{byte(i)}, 5000), 0)
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for g := 0; g < 3; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -71,6 +71,8 @@ func (e *verifyError) Unwrap() error { return e.kind }
 // A damaged image yields a report listing the problems and an error wrapping
 // ErrAuthentication (if any block failed authentication) or ErrCorrupt.
 func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*VerifyReport, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	r := &VerifyReport{}
 	authFailed := false
 	l := f.layout
@@ -232,15 +234,15 @@ func (f *FS) verifyAllocations(r *VerifyReport) {
 }
 
 func (f *FS) verifyFiles(ctx context.Context, r *VerifyReport) {
-	for ino, err := range f.Inodes() {
-		if err != nil {
-			r.add("inode index: %v", err)
-			return
-		}
+	list, err := f.inodes()
+	if err != nil {
+		r.add("inode index: %v", err)
+	}
+	for _, ino := range list {
 		if ctx.Err() != nil {
 			return
 		}
-		data, err := f.ReadFile(ino.Ino)
+		data, err := f.readFile(ino.Ino)
 		if err != nil {
 			r.add("inode %d: %v", ino.Ino, err)
 			continue
