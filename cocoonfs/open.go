@@ -146,8 +146,8 @@ func checkDeviceBlockSize(dev blockdev.Device, l disk.Layout, force bool) error 
 	if force || uint64(dev.BlockSize()) <= l.IOBlockSize() {
 		return nil
 	}
-	return fmt.Errorf("cocoonfs: %w: the image's IO block is %d bytes but the device writes in %d-byte blocks, so a torn write could corrupt the journal; open read-only, or pass --force (Options.Force) to accept the risk",
-		ErrIOBlockTooSmall, l.IOBlockSize(), dev.BlockSize())
+	return fmt.Errorf("cocoonfs: %w: the image's IO block is %d bytes but the device writes in %d-byte blocks, so a torn write could corrupt the journal; open read-only, or pass --force (Options.Force) to accept the risk (a new image can instead use --io-block %d)",
+		ErrIOBlockTooSmall, l.IOBlockSize(), dev.BlockSize(), dev.BlockSize())
 }
 
 // readStaticHeader reads and decodes the static header, turning the other

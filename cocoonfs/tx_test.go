@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"math/rand/v2"
 	"testing"
 
@@ -193,6 +194,119 @@ func TestTxConcurrentReaders(t *testing.T) {
 	for g := 0; g < 3; g++ {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestTxNoSpace: a transaction that does not fit fails with ErrNoSpace
+// before anything is written; the image is unchanged and still valid, and
+// the next transaction works.
+func TestTxNoSpace(t *testing.T) {
+	dev := mkfsMem(t, 1<<20, &MkfsOptions{Files: map[uint64][]byte{20: []byte("keep")}})
+	f := openRW(t, dev)
+	before := dev.Bytes()
+	for _, size := range []int{2 << 20, 1000 << 10} {
+		tx, _ := f.Begin()
+		tx.WriteFile(21, make([]byte, size), 0)
+		tx.WriteFile(22, []byte("small"), 0)
+		if err := tx.Commit(t.Context()); !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("%d bytes: Commit = %v, want ErrNoSpace", size, err)
+		}
+		if !bytes.Equal(before, dev.Bytes()) {
+			t.Fatalf("%d bytes: a failed commit changed the image", size)
+		}
+	}
+	checkState(t, f, map[uint64][]byte{20: []byte("keep")})
+	tx, _ := f.Begin()
+	tx.WriteFile(22, []byte("small"), 0)
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, map[uint64][]byte{20: []byte("keep"), 22: []byte("small")})
+}
+
+func TestTxBadInput(t *testing.T) {
+	dev := mkfsMem(t, 1<<20, nil)
+	ro, err := Open(dev, txKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.Begin(); !errors.Is(err, ErrReadOnlyFS) {
+		t.Errorf("Begin on a read-only open: %v", err)
+	}
+	f := openRW(t, dev)
+	tx, _ := f.Begin()
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{tx.WriteFile(0, nil, 0), fs.ErrInvalid},
+		{tx.WriteFile(3, nil, 0), fs.ErrInvalid},
+		{tx.WriteFile(15, nil, 0), fs.ErrInvalid},
+		{tx.WriteFile(16, nil, 0x100), fs.ErrInvalid},
+		{tx.Remove(1), fs.ErrInvalid},
+		{tx.Remove(99), fs.ErrNotExist},
+	} {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("got %v, want %v", c.err, c.want)
+		}
+	}
+	tx.Rollback()
+	if err := tx.Commit(t.Context()); !errors.Is(err, ErrTxDone) {
+		t.Errorf("Commit after Rollback: %v", err)
+	}
+	// The writer lock was released: a new transaction can begin.
+	tx2, _ := f.Begin()
+	tx2.Rollback()
+	roDev := blockdev.NewMemoryFrom(dev.Bytes(), 512)
+	roDev.SetReadOnly(true)
+	if _, err := Open(roDev, txKey, &Options{ReadWrite: true}); !errors.Is(err, blockdev.ErrReadOnly) {
+		t.Errorf("read-write open of a read-only device: %v", err)
+	}
+}
+
+func TestRollbackGuard(t *testing.T) {
+	dev := mkfsMem(t, 1<<20, nil)
+	f := openRW(t, dev)
+	old := blockdev.NewMemoryFrom(dev.Bytes(), 512) // the image before the update
+	root0, c0 := f.RootDigest(), f.UpdateCounter()
+	tx, _ := f.Begin()
+	tx.WriteFile(30, []byte("x"), 0)
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	root1, c1 := f.RootDigest(), f.UpdateCounter()
+	if _, err := Open(dev, txKey, &Options{ExpectRoot: root1, MinCounter: c1}); err != nil {
+		t.Errorf("current state refused: %v", err)
+	}
+	if _, err := Open(old, txKey, &Options{ExpectRoot: root1}); !errors.Is(err, ErrRollback) {
+		t.Errorf("rolled-back image with ExpectRoot: %v", err)
+	}
+	if _, err := Open(old, txKey, &Options{MinCounter: c1}); !errors.Is(err, ErrRollback) {
+		t.Errorf("rolled-back image with MinCounter: %v", err)
+	}
+	if _, err := Open(old, txKey, &Options{ExpectRoot: root0, MinCounter: c0}); err != nil {
+		t.Errorf("old image with its own state: %v", err)
+	}
+}
+
+func TestCounterBefore(t *testing.T) {
+	max := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
+	half := new(big.Int).Lsh(big.NewInt(1), 127)
+	for _, c := range []struct {
+		a, b *big.Int
+		want bool
+	}{
+		{big.NewInt(5), big.NewInt(6), true},
+		{big.NewInt(6), big.NewInt(6), false},
+		{big.NewInt(7), big.NewInt(6), false},
+		{max, big.NewInt(0), true},  // wrapped: 2^128-1 precedes 0
+		{big.NewInt(0), max, false}, // 0 follows 2^128-1
+		{big.NewInt(0), half, true}, // exactly 2^127 before
+		{big.NewInt(0), new(big.Int).Add(half, big.NewInt(1)), false},
+	} {
+		if got := CounterBefore(c.a, c.b); got != c.want {
+			t.Errorf("CounterBefore(%v, %v) = %v", c.a, c.b, got)
 		}
 	}
 }

@@ -12,15 +12,17 @@ import (
 // a number, once given a meaning, keeps it: add new codes, never renumber.
 // EXIT_CODES.md documents them for users; keep the two in step.
 const (
-	ExitOK             = 0 // success
-	ExitError          = 1 // any other error: I/O, output file, unclassified
-	ExitUsage          = 2 // invalid command line
-	ExitWrongKey       = 3 // the key does not open the image
-	ExitAuthentication = 4 // stored bytes failed authentication (tampering)
-	ExitCorrupt        = 5 // corrupt, not CocoonFS, or unsupported algorithm
-	ExitNotFound       = 6 // no such inode
-	ExitNotFormatted   = 7 // creation info header only, or pending journal
-	ExitIOBlockSize    = 8 // device block size exceeds the image's IO block
+	ExitOK             = 0  // success
+	ExitError          = 1  // any other error: I/O, output file, unclassified
+	ExitUsage          = 2  // invalid command line
+	ExitWrongKey       = 3  // the key does not open the image
+	ExitAuthentication = 4  // stored bytes failed authentication (tampering)
+	ExitCorrupt        = 5  // corrupt, not CocoonFS, or unsupported algorithm
+	ExitNotFound       = 6  // no such inode
+	ExitNotFormatted   = 7  // creation info header only, or pending journal
+	ExitIOBlockSize    = 8  // device block size exceeds the image's IO block
+	ExitRollback       = 9  // root digest or update counter not as expected
+	ExitNoSpace        = 10 // the change does not fit; the image is unchanged
 )
 
 // codedError carries an exit code chosen where the meaning of a failure is
@@ -40,6 +42,10 @@ func withCode(code int, err error) error {
 	}
 	return &codedError{code, err}
 }
+
+// usageError marks a library error about the caller's input (a reserved
+// inode, bad flags) as a usage error.
+func usageError(err error) error { return withCode(ExitUsage, err) }
 
 func usageErrorf(format string, args ...any) error {
 	return withCode(ExitUsage, fmt.Errorf(format, args...))
@@ -62,6 +68,10 @@ func exitCode(err error) int {
 		return ExitNotFormatted
 	case errors.Is(err, cocoonfs.ErrIOBlockTooSmall):
 		return ExitIOBlockSize
+	case errors.Is(err, cocoonfs.ErrRollback):
+		return ExitRollback
+	case errors.Is(err, cocoonfs.ErrNoSpace):
+		return ExitNoSpace
 	case errors.Is(err, cocoonfs.ErrCorrupt), errors.Is(err, cocoonfs.ErrNotCocoonFS),
 		errors.Is(err, cocoonfs.ErrUnsupportedAlgorithm):
 		return ExitCorrupt

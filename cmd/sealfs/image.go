@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/hex"
+	"math/big"
 	"os"
 
 	"github.com/sealfs/sealfs/blockdev"
@@ -11,15 +13,41 @@ import (
 
 // imageOptions are shared by every command that opens an image.
 type imageOptions struct {
-	JSON  bool // the global --json flag
-	Force bool
-	Key   keyOptions
+	JSON       bool // the global --json flag
+	Force      bool
+	Key        keyOptions
+	ExpectRoot string // hex root digest the image must have
+	MinCounter string // decimal update counter the image must not precede
 }
 
 func (o *imageOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVarP(&o.Force, "force", "f", false,
-		"open even if the device's block size exceeds the image's IO block (matters only for read-write opens; these commands open read-only)")
+		"open even if the device's block size exceeds the image's IO block (risks a torn write destroying the journal; read-only opens never need it)")
+	fs.StringVar(&o.ExpectRoot, "expect-root", "",
+		"refuse the image unless its authentication root digest is `HEX` (as printed by info): detects a rolled-back or swapped image")
+	fs.StringVar(&o.MinCounter, "min-counter", "",
+		"refuse the image if its update counter comes before `N` (modulo 2^128): detects a rolled-back image")
 	o.Key.AddFlags(fs)
+}
+
+// openOptions turns the flags into library options.
+func (o *imageOptions) openOptions(readWrite bool) (*cocoonfs.Options, error) {
+	opts := &cocoonfs.Options{Force: o.Force, ReadWrite: readWrite}
+	if o.ExpectRoot != "" {
+		root, err := hex.DecodeString(o.ExpectRoot)
+		if err != nil || len(root) == 0 {
+			return nil, usageErrorf("--expect-root: %q is not a hex digest", o.ExpectRoot)
+		}
+		opts.ExpectRoot = root
+	}
+	if o.MinCounter != "" {
+		c, ok := new(big.Int).SetString(o.MinCounter, 10)
+		if !ok || c.Sign() < 0 || c.BitLen() > 128 {
+			return nil, usageErrorf("--min-counter: %q is not a decimal number below 2^128", o.MinCounter)
+		}
+		opts.MinCounter = c
+	}
+	return opts, nil
 }
 
 // bind fills what does not come from the command's own flags.
@@ -59,11 +87,39 @@ func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 		return nil, nil, err
 	}
 	defer clear(key)
+	opts, err := o.openOptions(false)
+	if err != nil {
+		return nil, nil, err
+	}
 	dev, err := openDevice(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := cocoonfs.Open(dev, key, &cocoonfs.Options{Force: o.Force})
+	f, err := cocoonfs.Open(dev, key, opts)
+	if err != nil {
+		dev.Close()
+		return nil, nil, err
+	}
+	return f, func() { f.Close(); dev.Close() }, nil
+}
+
+// openFSWritable opens an image read-write: a pending journal is replayed,
+// and transactions can begin.
+func openFSWritable(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
+	key, err := o.Key.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(key)
+	opts, err := o.openOptions(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	dev, err := blockdev.OpenFile(path, nil)
+	if err != nil {
+		return nil, nil, withCode(ExitError, err)
+	}
+	f, err := cocoonfs.Open(dev, key, opts)
 	if err != nil {
 		dev.Close()
 		return nil, nil, err

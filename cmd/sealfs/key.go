@@ -40,6 +40,11 @@ func (o *keyOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Hex, "key-hex", "", "the key as `HEX` (testing only: visible in ps)")
 }
 
+// readsStdin reports whether the key is to be read from standard input.
+func (o *keyOptions) readsStdin() bool {
+	return o.File == "-" || o.File == "" && o.Hex == "" && o.EnvFile == "-"
+}
+
 // given reports whether any key source is set.
 func (o *keyOptions) given() bool {
 	return o.File != "" || o.Hex != "" || o.EnvFile != ""

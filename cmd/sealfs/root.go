@@ -27,7 +27,9 @@ kept somewhere trusted) rollback are detected. It reads CocoonFS images
 (the encrypted filesystem COCONUT-SVSM keeps vTPM state in), as written by the
 reference cocoonfs tool.
 
-These commands open images read-only and never write to them.`
+info, ls, read and verify open images read-only and never write to them;
+mkfs creates images, and write and rm change them in journaled, all-or-nothing
+transactions.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
   0  success
@@ -39,6 +41,8 @@ const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
   6  no such inode
   7  image not formatted yet (creation info header only) or pending journal
   8  device block size larger than the image's IO block (read-write opens; --force)
+  9  root digest or update counter not as expected (--expect-root, --min-counter)
+  10 not enough space; the image is unchanged
 `
 
 func newRootCommand(g *globalOptions) *cobra.Command {
@@ -50,7 +54,9 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		Example: `  sealfs info disk.img
   sealfs ls -k disk.key disk.img
   sealfs read -k disk.key disk.img 42 -o nv.bin
-  sealfs verify -k disk.key disk.img`,
+  sealfs verify -k disk.key disk.img
+  sealfs write -k disk.key disk.img 42 nv.bin
+  sealfs rm -k disk.key disk.img 42`,
 		// execute prints errors once, in our format; cobra's usage dump
 		// after every error would bury the message.
 		SilenceErrors: true,
@@ -62,7 +68,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	// Declared here so cobra does not claim -v, which stays free.
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
-	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g))
+	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g))
 	return root
 }
 

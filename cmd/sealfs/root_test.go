@@ -81,12 +81,14 @@ var exitABI = map[string]int{
 	"ExitOK": ExitOK, "ExitError": ExitError, "ExitUsage": ExitUsage, "ExitWrongKey": ExitWrongKey,
 	"ExitAuthentication": ExitAuthentication, "ExitCorrupt": ExitCorrupt, "ExitNotFound": ExitNotFound,
 	"ExitNotFormatted": ExitNotFormatted, "ExitIOBlockSize": ExitIOBlockSize,
+	"ExitRollback": ExitRollback, "ExitNoSpace": ExitNoSpace,
 }
 
 func TestExitCodesDocumented(t *testing.T) {
 	frozen := map[string]int{
 		"ExitOK": 0, "ExitError": 1, "ExitUsage": 2, "ExitWrongKey": 3, "ExitAuthentication": 4,
 		"ExitCorrupt": 5, "ExitNotFound": 6, "ExitNotFormatted": 7, "ExitIOBlockSize": 8,
+		"ExitRollback": 9, "ExitNoSpace": 10,
 	}
 	for name, code := range exitABI {
 		if frozen[name] != code {
