@@ -32,17 +32,17 @@ mkfs creates images, and write and rm change them in journaled, all-or-nothing
 transactions.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
-  0  success
-  1  other error (I/O, output file, unclassified)
-  2  invalid command line (flags, arguments, inode number, key source)
-  3  wrong key
-  4  authentication failed: the image was altered (tampering, partial rollback, bit rot)
-  5  corrupt image, not a CocoonFS image, or unsupported algorithm
-  6  no such inode
-  7  image not formatted yet (creation info header only) or pending journal
-  8  device block size larger than the image's IO block (read-write opens; --force)
-  9  root digest or update counter not as expected (--expect-root, --min-counter)
-  10 not enough space; the image is unchanged
+   0  success
+   1  other error (I/O, output file, unclassified)
+   2  invalid command line (flags, arguments, inode number, key source)
+   3  wrong key
+   4  authentication failed: the image was altered (tampering, partial rollback, bit rot)
+   5  corrupt image, not a CocoonFS image, or unsupported algorithm
+   6  no such inode
+   7  image not formatted yet (creation info header only) or pending journal
+   8  device block size larger than the image's IO block (read-write opens; --force)
+   9  root digest or update counter not as expected (--expect-root, --min-counter)
+  10  not enough space; the image is unchanged
 `
 
 func newRootCommand(g *globalOptions) *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"regexp"
 	"strconv"
@@ -116,7 +117,7 @@ func TestExitCodesDocumented(t *testing.T) {
 		}
 	}
 	for _, code := range frozen {
-		if !strings.Contains(exitStatusHelp, "\n  "+strconv.Itoa(code)+"  ") {
+		if !strings.Contains(exitStatusHelp, fmt.Sprintf("\n %3d  ", code)) {
 			t.Errorf("root help does not list exit code %d", code)
 		}
 	}
