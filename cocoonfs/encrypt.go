@@ -48,15 +48,15 @@ func encryptExtents(c cipher.Block, payload []byte, total int) ([]byte, error) {
 	if total < extentsLen(len(payload), bs) || total%bs != 0 {
 		return nil, fmt.Errorf("BUG: %d bytes cannot hold an encrypted %d-byte payload", total, len(payload))
 	}
+	// Encrypt in place in the output: one large buffer, not two.
 	out := make([]byte, total)
 	copy(out[:bs], randomBytes(bs))
-	pt := make([]byte, total-bs)
-	copy(pt, payload)
+	copy(out[bs:], payload)
 	pad := bs - len(payload)%bs
 	for i := 0; i < pad; i++ {
-		pt[len(payload)+i] = byte(pad)
+		out[bs+len(payload)+i] = byte(pad)
 	}
-	cipher.NewCBCEncrypter(c, out[:bs]).CryptBlocks(out[bs:], pt)
+	cipher.NewCBCEncrypter(c, out[:bs]).CryptBlocks(out[bs:], out[bs:])
 	return out, nil
 }
 

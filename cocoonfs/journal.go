@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash"
 	"math/big"
+	"runtime"
+	"sync"
 	"slices"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -20,18 +22,20 @@ import (
 
 // writeJournal finishes the plan (bitmap, tree, mutable header), writes all
 // new contents, the staged copies and the journal log, and commits.
-func (f *FS) writeJournal(p *txPlan) error {
+func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	l := f.layout
 	ab := l.AllocBlockSize()
 	b, nf := p.b, p.nf
 	dataLog2 := uint(l.AuthTreeDataBlockLog2)
 	per := uint64(1) << dataLog2
 
-	overlay := map[uint64][]byte{} // allocation block → its new contents
-	for _, r := range b.writes {
-		for i := uint64(0); i < uint64(len(r.data))/ab; i++ {
-			overlay[r.start+i] = r.data[i*ab : (i+1)*ab]
+	// New contents: b.writes (sorted regions) plus blocks updated in place.
+	inPlaceData := map[uint64][]byte{}
+	newContent := func(a uint64) []byte {
+		if c, ok := inPlaceData[a]; ok {
+			return c
 		}
+		return b.contentAt(a)
 	}
 	// Bitmap blocks whose words changed are encrypted anew.
 	bmBlock := l.BitmapBlockSize()
@@ -44,7 +48,7 @@ func (f *FS) writeJournal(p *txPlan) error {
 			bmBlocks = append(bmBlocks, a)
 		}
 	}
-	words := func(w []uint64, i uint64) uint64 {
+	wordAt := func(w []uint64, i uint64) uint64 {
 		if i < uint64(len(w)) {
 			return w[i]
 		}
@@ -55,48 +59,59 @@ func (f *FS) writeJournal(p *txPlan) error {
 		changed := false
 		pt := make([]byte, 0, wordsPer*8)
 		for w := uint64(i) * wordsPer; w < uint64(i+1)*wordsPer; w++ {
-			changed = changed || words(p.oldWords, w) != words(nf.bitmap.words, w)
-			pt = binary.LittleEndian.AppendUint64(pt, words(nf.bitmap.words, w))
+			changed = changed || wordAt(p.oldWords, w) != wordAt(nf.bitmap.words, w)
+			pt = binary.LittleEndian.AppendUint64(pt, wordAt(nf.bitmap.words, w))
 		}
 		if !changed {
 			continue
 		}
 		blk, err := encryptBlock(c, pt, int(bmBlock))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for j := uint64(0); j < bmAllocs; j++ {
-			overlay[start+j] = blk[j*ab : (j+1)*ab]
+			inPlaceData[start+j] = blk[j*ab : (j+1)*ab]
 			inPlace = append(inPlace, start+j)
 		}
 	}
 
 	// Data blocks whose digest changes: new contents or a changed bit,
-	// except in blocks that are never digested.
-	p.changedDB = map[uint64]bool{}
-	mark := func(a uint64) {
-		if !inExtents(a, f.excluded) {
-			p.changedDB[a>>dataLog2] = true
+	// except in blocks that are never digested. Kept as a sorted slice: a
+	// large file changes tens of thousands of them.
+	var changed []uint64
+	markRange := func(a, n uint64) {
+		for x := a; x < a+n; x++ {
+			if !inExtents(x, f.excluded) {
+				if db := x >> dataLog2; len(changed) == 0 || changed[len(changed)-1] != db {
+					changed = append(changed, db)
+				}
+			}
 		}
 	}
-	for a := range overlay {
-		mark(a)
+	for _, r := range b.writes {
+		markRange(r.start, uint64(len(r.data))/ab)
+	}
+	for a := range inPlaceData {
+		markRange(a, 1)
 	}
 	for i := range p.oldWords {
 		if x := p.oldWords[i] ^ nf.bitmap.words[i]; x != 0 {
 			for bit := uint64(0); bit < 64; bit++ {
 				if x&(1<<bit) != 0 {
-					mark(uint64(i)*64 + bit)
+					markRange(uint64(i)*64+bit, 1)
 				}
 			}
 		}
 	}
+	slices.Sort(changed)
+	changed = slices.Compact(changed)
+	p.changedDB = map[uint64]bool{}
 
 	// New contents of any block: the overlay, else the committed contents,
 	// authenticated through the committed tree when they are digested.
 	authCache := map[uint64][]byte{}
 	content := func(a uint64) ([]byte, error) {
-		if c, ok := overlay[a]; ok {
+		if c := newContent(a); c != nil {
 			return c, nil
 		}
 		if !f.bitmap.allocated(a) || inExtents(a, f.excluded) {
@@ -117,6 +132,9 @@ func (f *FS) writeJournal(p *txPlan) error {
 	dataBlock := func(p0 uint64) ([]byte, uint64, error) {
 		a := p0 << dataLog2
 		cnt := min(per, f.imageAllocBlocks-a)
+		if whole := b.regionSpan(a, cnt); whole != nil && !slices.ContainsFunc(inPlace, func(x uint64) bool { return x >= a && x < a+cnt }) {
+			return whole, cnt, nil // one new region covers it: no copy
+		}
 		blk := make([]byte, 0, cnt*ab)
 		for i := uint64(0); i < cnt; i++ {
 			c, err := content(a + i)
@@ -127,33 +145,41 @@ func (f *FS) writeJournal(p *txPlan) error {
 		}
 		return blk, cnt, nil
 	}
-	p.newDigest = map[uint64][]byte{}
-	for pdb := range p.changedDB {
+	changedD := make([]uint64, len(changed)) // index-domain numbers, also sorted
+	digests := make([][]byte, len(changed))
+	// Assemble the blocks (which may read and authenticate committed
+	// contents) in order, then HMAC them on every core.
+	blocks := make([][]byte, len(changed))
+	words := make([]uint64, len(changed))
+	for i, pdb := range changed {
 		blk, cnt, err := dataBlock(pdb)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		a := pdb << dataLog2
 		d, ok := f.tree.domainIndex(a)
 		if !ok {
-			return fmt.Errorf("BUG: transaction changed authentication tree block %d", a)
+			return nil, fmt.Errorf("BUG: transaction changed authentication tree block %d", a)
 		}
-		p.newDigest[d] = f.tree.dataDigest(blk, nf.digestBits(a, cnt), d)
+		changedD[i], blocks[i], words[i] = d, blk, nf.digestBits(a, cnt)
 	}
+	parallel(len(changed), func(i int) { digests[i] = f.tree.dataDigest(blocks[i], words[i], changedD[i]) })
 
 	// The tree: rebuild the affected leaves and their ancestors, reusing the
 	// committed (verified) digests of everything else.
 	affected := map[uint64]bool{}
-	for d := range p.newDigest {
-		affected[d/f.tree.leafEntries] = true
-		if _, err := f.tree.leafEntry(d); err != nil { // verifies the committed path
-			return err
+	for _, d := range changedD {
+		if li := d / f.tree.leafEntries; !affected[li] {
+			affected[li] = true
+			if _, err := f.tree.leafEntry(d); err != nil { // verifies the committed path
+				return nil, err
+			}
 		}
 	}
 	nodes, err := f.tree.rebuild(affected,
 		func(d uint64) ([]byte, error) {
-			if dg, ok := p.newDigest[d]; ok {
-				return dg, nil
+			if i, ok := slices.BinarySearch(changedD, d); ok {
+				return digests[i], nil
 			}
 			return f.tree.leafEntry(d)
 		},
@@ -164,7 +190,7 @@ func (f *FS) writeJournal(p *txPlan) error {
 			return parent[slot*uint64(f.tree.nodeDigestLen) : (slot+1)*uint64(f.tree.nodeDigestLen)], nil
 		})
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	// The new mutable header: next counter value, new entry leaf, root.
@@ -174,17 +200,17 @@ func (f *FS) writeJournal(p *txPlan) error {
 	nf.header.RootHMAC = f.tree.rootHMAC(nodes[0], nf.header.EncryptedCounter, nf.imageContext())
 	leaf, err := b.contentRangeErr(nf.header.EntryLeaf.Start(), l.IndexLeafSize()/ab)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nf.header.EntryLeafPreauthHMAC = f.entryLeafPreauth(leaf)
 	mh, err := disk.EncodeMutableHeader(nf.header, l)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sh := disk.StaticHeader{Layout: l, Salt: f.salt}
 	mhStart := disk.MutableHeaderOffset(sh) / ab
 	for i := uint64(0); i < uint64(len(mh))/ab; i++ {
-		overlay[mhStart+i] = mh[i*ab : (i+1)*ab]
+		inPlaceData[mhStart+i] = mh[i*ab : (i+1)*ab]
 		inPlace = append(inPlace, mhStart+i)
 	}
 
@@ -203,13 +229,13 @@ func (f *FS) writeJournal(p *txPlan) error {
 		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {
 			c, err := content(a)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			buf = append(buf, c...)
 		}
 		src, err := res.take(ioAllocs, ioAllocs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		records = append(records, disk.WriteRecord{Target: t, Source: src / ioAllocs, Len: 1})
 		stagedData = append(stagedData, buf)
@@ -221,7 +247,7 @@ func (f *FS) writeJournal(p *txPlan) error {
 		BitmapExtents:   f.bitmapExtents,
 		ApplyWrites:     mergeWrites(records),
 	}
-	for _, pdb := range slices.Sorted(mapKeys(p.changedDB)) {
+	for _, pdb := range changed {
 		if n := len(jl.AuthTreeUpdates); n > 0 && jl.AuthTreeUpdates[n-1].Start+jl.AuthTreeUpdates[n-1].Len == pdb {
 			jl.AuthTreeUpdates[n-1].Len++
 		} else {
@@ -233,7 +259,7 @@ func (f *FS) writeJournal(p *txPlan) error {
 	for _, pdb := range f.bitmapDataBlocksFor(affected, bmBlocks, wordsPer) {
 		blk, cnt, err := dataBlock(pdb)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d, _ := f.tree.domainIndex(pdb << dataLog2)
 		jl.BitmapDigests = append(jl.BitmapDigests, disk.DigestRecord{Block: pdb, Digest: f.tree.dataDigest(blk, nf.digestBits(pdb<<dataLog2, cnt), d)})
@@ -250,7 +276,7 @@ func (f *FS) writeJournal(p *txPlan) error {
 		n = (n + ioAllocs - 1) / ioAllocs * ioAllocs
 		start, err := res.take(n, ioAllocs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		extents = append(extents, disk.Extent{Start: start, Len: n})
 		capacity += ch.capacity(int(n*ab), false)
@@ -264,10 +290,10 @@ func (f *FS) writeJournal(p *txPlan) error {
 	f.header.AuxHeads[0].Append(bufs[0][hl-16 : hl-16])
 	f.header.AuxHeads[1].Append(bufs[0][hl-8 : hl-8])
 	if err := ch.encode(payload, extents, bufs); err != nil {
-		return err
+		return nil, err
 	}
 	if err := disk.EncodeJournalLogHeadPlaintext(bufs[0], l, f.header.AuxHeads); err != nil {
-		return err
+		return nil, err
 	}
 
 	// Write: new contents, staged copies, log tail; barrier; log head.
@@ -283,6 +309,43 @@ func (f *FS) writeJournal(p *txPlan) error {
 	}
 	w.sync()
 	w.failSafe(f.journalHead.Start*ab, bufs[0])
+	if w.err != nil {
+		return nil, w.err
+	}
+	done := &committed{nodes: nodes}
+	for i, r := range records {
+		done.targets = append(done.targets, r.Target*ioAllocs*ab)
+		done.data = append(done.data, stagedData[i])
+	}
+	return done, nil
+}
+
+// committed is what applying a just-written journal writes: the staged IO
+// blocks' contents at their targets and the rebuilt tree nodes. Replay
+// would compute the same from the medium; a commit already has them.
+type committed struct {
+	nodes   map[uint64][]byte
+	targets []uint64 // byte offsets
+	data    [][]byte
+}
+
+// apply writes a committed transaction in place and invalidates its
+// journal, the same end state replay reaches.
+func (f *FS) apply(c *committed) error {
+	w := &writer{f: f}
+	for i, off := range c.targets {
+		w.at(off, c.data[i])
+	}
+	for pos, n := range c.nodes {
+		off, err := f.tree.nodeOffset(pos)
+		if err != nil {
+			return err
+		}
+		w.at(off, n)
+	}
+	w.sync()
+	w.at(f.journalHead.Start*f.layout.AllocBlockSize(), make([]byte, 128))
+	w.sync()
 	return w.err
 }
 
@@ -461,3 +524,25 @@ func (b *builder) contentRangeErr(a, n uint64) ([]byte, error) {
 }
 
 var _ = bytes.Equal
+
+// parallel runs fn(0..n-1) on every core; small jobs run inline.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/64)
+	if workers < 2 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}

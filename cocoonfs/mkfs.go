@@ -961,6 +961,31 @@ func (b *builder) contentAt(a uint64) []byte {
 	return r.data[off : off+ab]
 }
 
+// regionSpan returns the new contents of allocation blocks a..a+n-1 when a
+// single region holds all of them, without copying; nil otherwise.
+func (b *builder) regionSpan(a, n uint64) []byte {
+	first := b.contentAt(a)
+	if first == nil {
+		return nil
+	}
+	ab := b.f.layout.AllocBlockSize()
+	i, _ := slices.BinarySearchFunc(b.writes, a, func(r region, a uint64) int {
+		if r.start+uint64(len(r.data))/ab <= a {
+			return -1
+		}
+		if r.start > a {
+			return 1
+		}
+		return 0
+	})
+	r := b.writes[i]
+	if a+n > r.start+uint64(len(r.data))/ab {
+		return nil
+	}
+	off := (a - r.start) * ab
+	return r.data[off : off+n*ab]
+}
+
 func (b *builder) contentRange(a, n uint64) []byte {
 	var out []byte
 	for i := uint64(0); i < n; i++ {

@@ -140,8 +140,14 @@ func (f *FS) commit(files map[uint64]*txFile) error {
 	if err != nil {
 		return err
 	}
-	if err := f.writeJournal(p); err != nil {
+	c, err := f.writeJournal(p)
+	if err != nil {
 		return err
+	}
+	// Past the commit point: a failure from here on leaves a pending
+	// journal that the next read-write open replays.
+	if err := f.apply(c); err != nil {
+		return fmt.Errorf("cocoonfs: transaction committed but not yet applied (the next read-write open completes it): %w", err)
 	}
 	return f.applyAndReload()
 }
