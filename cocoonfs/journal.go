@@ -8,8 +8,8 @@ import (
 	"hash"
 	"math/big"
 	"runtime"
-	"sync"
 	"slices"
+	"sync"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
