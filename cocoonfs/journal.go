@@ -1,11 +1,11 @@
 package cocoonfs
 
 import (
-	"bytes"
 	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"maps"
 	"math/big"
 	"runtime"
 	"slices"
@@ -31,6 +31,11 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 
 	// New contents: b.writes (sorted regions) plus blocks updated in place.
 	inPlaceData := map[uint64][]byte{}
+	var inPlace []uint64 // allocation blocks updated in place
+	for a, c := range p.inPlace {
+		inPlaceData[a] = c
+		inPlace = append(inPlace, a)
+	}
 	newContent := func(a uint64) []byte {
 		if c, ok := inPlaceData[a]; ok {
 			return c
@@ -54,7 +59,6 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		}
 		return 0
 	}
-	var inPlace []uint64 // allocation blocks updated in place
 	for i, start := range bmBlocks {
 		changed := false
 		pt := make([]byte, 0, wordsPer*8)
@@ -105,7 +109,6 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	slices.Sort(changed)
 	changed = slices.Compact(changed)
-	p.changedDB = map[uint64]bool{}
 
 	// New contents of any block: the overlay, else the committed contents,
 	// authenticated through the committed tree when they are digested.
@@ -198,9 +201,13 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	nf.counter.And(nf.counter, new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1)))
 	nf.header.EncryptedCounter = f.encryptCounter(nf.counter)
 	nf.header.RootHMAC = f.tree.rootHMAC(nodes[0], nf.header.EncryptedCounter, nf.imageContext())
-	leaf, err := b.contentRangeErr(nf.header.EntryLeaf.Start(), l.IndexLeafSize()/ab)
-	if err != nil {
-		return nil, err
+	var leaf []byte
+	for a := nf.header.EntryLeaf.Start(); a < nf.header.EntryLeaf.Start()+l.IndexLeafSize()/ab; a++ {
+		c, err := content(a)
+		if err != nil {
+			return nil, err
+		}
+		leaf = append(leaf, c...)
 	}
 	nf.header.EntryLeafPreauthHMAC = f.entryLeafPreauth(leaf)
 	mh, err := disk.EncodeMutableHeader(nf.header, l)
@@ -224,7 +231,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	var records []disk.WriteRecord
 	var stagedData [][]byte
 	res := &reserver{b: b, old: p.oldWords}
-	for _, t := range slices.Sorted(mapKeys(targets)) {
+	for _, t := range slices.Sorted(maps.Keys(targets)) {
 		buf := make([]byte, 0, ioAllocs*ab)
 		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {
 			c, err := content(a)
@@ -362,16 +369,6 @@ func mergeWrites(r []disk.WriteRecord) []disk.WriteRecord {
 	return out
 }
 
-func mapKeys[V any](m map[uint64]V) func(func(uint64) bool) {
-	return func(yield func(uint64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // reserver hands out blocks that are free in both the committed and the new
 // state (staging copies and the log tail must not be anyone's data).
 type reserver struct {
@@ -488,7 +485,7 @@ func (f *FS) bitmapDataBlocksFor(leaves map[uint64]bool, bmBlocks []uint64, word
 			}
 		}
 	}
-	return slices.Sorted(mapKeys(need))
+	return slices.Sorted(maps.Keys(need))
 }
 
 // encryptCounter encrypts the update counter (little endian, zero padded,
@@ -514,16 +511,6 @@ func (f *FS) entryLeafPreauth(ciphertext []byte) []byte {
 	m.Write([]byte{0, authSubjectIndexNode})
 	return m.Sum(nil)
 }
-
-func (b *builder) contentRangeErr(a, n uint64) ([]byte, error) {
-	out := b.contentRange(a, n)
-	if uint64(len(out)) != n*b.f.layout.AllocBlockSize() {
-		return nil, fmt.Errorf("BUG: no new contents for allocation blocks %d+%d", a, n)
-	}
-	return out, nil
-}
-
-var _ = bytes.Equal
 
 // parallel runs fn(0..n-1) on every core; small jobs run inline.
 func parallel(n int, fn func(i int)) {

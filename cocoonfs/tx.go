@@ -123,18 +123,15 @@ func (tx *Tx) Commit(ctx context.Context) error {
 
 // txPlan is everything a commit changes, computed before anything is written.
 type txPlan struct {
-	b         *builder          // allocations and new contents (nf is its shadow FS)
-	nf        *FS               // the new state's header, bitmap
-	oldWords  []uint64          // the committed bitmap
-	freed     []disk.Extent     // blocks the new state releases
-	staged    map[uint64][]byte // target IO block → its new contents (in-place updates)
-	changedDB map[uint64]bool   // physical data blocks whose digest changes
-	newDigest map[uint64][]byte // index-domain data block → new digest
-	entries   []disk.LeafEntry  // the new inode index
+	b        *builder          // allocations and new contents (nf is its shadow FS)
+	nf       *FS               // the new state's header and bitmap
+	oldWords []uint64          // the committed bitmap
+	freed    []disk.Extent     // blocks the new state releases
+	inPlace  map[uint64][]byte // allocation block → new contents of index nodes updated in place
 }
 
-// commit computes the plan, writes the journal (the commit point) and
-// applies it through the same replay code Open uses.
+// commit computes the plan, writes the journal (the commit point), applies
+// it and reloads the committed state.
 func (f *FS) commit(files map[uint64]*txFile) error {
 	p, err := f.plan(files)
 	if err != nil {
@@ -152,54 +149,57 @@ func (f *FS) commit(files map[uint64]*txFile) error {
 	return f.applyAndReload()
 }
 
-// plan builds the new state copy-on-write: new file contents, extents lists
-// and index nodes go to blocks free in the committed state; the bitmap and
-// the mutable header are updated in place through staged copies.
+// plan builds the new state: new file contents, extents lists and index
+// nodes created by splits go to blocks free in the committed state; changed
+// index nodes, the bitmap and the mutable header are updated in place
+// through staged copies.
 func (f *FS) plan(files map[uint64]*txFile) (*txPlan, error) {
-	l := f.layout
 	nf := f.shadow()
 	b := &builder{f: nf, used: slices.Clone(f.bitmap.words)}
-	p := &txPlan{b: b, nf: nf, oldWords: f.bitmap.words, staged: map[uint64][]byte{}}
+	p := &txPlan{b: b, nf: nf, oldWords: f.bitmap.words}
 
-	// Current entries and the index nodes that the new index replaces.
-	byIno := map[uint64]disk.LeafEntry{}
-	err := f.index.walk(func(e disk.LeafEntry) error {
-		byIno[e.Inode] = e
-		return nil
-	}, func(start, allocs uint64) {
-		p.freed = append(p.freed, disk.Extent{Start: start, Len: allocs})
-	})
+	mt, err := f.newMtree(b)
 	if err != nil {
 		return nil, err
 	}
 	for _, ino := range slices.Sorted(maps.Keys(files)) {
-		if old, ok := byIno[ino]; ok {
+		old, exists, err := f.index.lookup(ino)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
 			data, chainExt, err := f.entryExtents(old)
 			if err != nil {
 				return nil, err
 			}
 			p.freed = append(p.freed, data...)
 			p.freed = append(p.freed, chainExt...)
-			delete(byIno, ino)
 		}
-		if tf := files[ino]; tf != nil {
+		tf := files[ino]
+		switch {
+		case tf != nil:
 			ptr, err := b.writeFile(ino, tf.data)
 			if err != nil {
 				return nil, err
 			}
-			byIno[ino] = disk.LeafEntry{Inode: ino, Ptr: ptr, Flags: tf.flags}
+			if err := mt.put(disk.LeafEntry{Inode: ino, Ptr: ptr, Flags: tf.flags}); err != nil {
+				return nil, err
+			}
+		case exists:
+			if err := mt.remove(ino); err != nil {
+				return nil, err
+			}
 		}
 	}
-	for _, ino := range slices.Sorted(maps.Keys(byIno)) {
-		p.entries = append(p.entries, byIno[ino])
-	}
-	entryLeaf, err := b.alloc(l.IndexLeafSize()/l.AllocBlockSize(), 1)
+	p.inPlace = map[uint64][]byte{}
+	entryLeaf, err := mt.finish(p.inPlace)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.buildIndex(p.entries, entryLeaf); err != nil {
+	if nf.header.EntryLeaf, err = disk.NewBlockPtr(entryLeaf); err != nil {
 		return nil, err
 	}
+	p.freed = append(p.freed, mt.freed...)
 	// Free only now, so that nothing this transaction allocated reuses a
 	// block the committed state still depends on.
 	for _, e := range p.freed {
