@@ -244,7 +244,7 @@ func (f *FS) verifyFiles(ctx context.Context, r *VerifyReport) {
 		}
 		data, err := f.readFile(ino.Ino)
 		if err != nil {
-			r.add("inode %d: %v", ino.Ino, err)
+			r.add("%v", err) // names the inode already
 			continue
 		}
 		r.Inodes++
