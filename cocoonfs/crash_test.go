@@ -14,11 +14,11 @@ import (
 // crashWorkload runs n random transactions on dev through a logging fault
 // device and returns the log, the states (files) before and after each
 // transaction, and for each write (1-based) the transaction it belongs to.
-func crashWorkload(t *testing.T, base []byte, n int, seed uint64) ([]blockdev.LoggedOp, []map[uint64][]byte, []int) {
+func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool) ([]blockdev.LoggedOp, []map[uint64][]byte, []int) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, seed+1))
 	faulty := blockdev.NewFaulty(blockdev.NewMemoryFrom(base, 512))
-	f, err := Open(faulty, txKey, &Options{ReadWrite: true})
+	f, err := Open(faulty, txKey, &Options{ReadWrite: true, DisguiseStagingCopies: disguise})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,13 +90,18 @@ func TestCrashHarness(t *testing.T) {
 	if raceDetector {
 		t.Skip("single-threaded and exhaustive: make test runs it without -race (go test -run TestCrashHarness ./cocoonfs)")
 	}
-	transactions := 100
+	t.Run("plain", func(t *testing.T) { crashHarness(t, 100, false) })
+	// With disguised staging copies, replays must undisguise them.
+	t.Run("disguised", func(t *testing.T) { crashHarness(t, 30, true) })
+}
+
+func crashHarness(t *testing.T, transactions int, disguise bool) {
 	tornPerWrite := 2
 	if longTests {
 		tornPerWrite = 8
 	}
 	base := mkfsMem(t, 1<<20, nil).Bytes()
-	log, states, txOf := crashWorkload(t, base, transactions, 11)
+	log, states, txOf := crashWorkload(t, base, transactions, 11, disguise)
 
 	cur := bytes.Clone(base)
 	var points, torn, sawOld, sawNew int

@@ -248,8 +248,26 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		stagedData = append(stagedData, buf)
 	}
 
+	// Disguised staging copies go to the medium; the plain ones are kept for
+	// applying the commit.
+	stagedOnDisk := stagedData
+	var disguiseField *disk.StagingDisguise
+	if f.disguiseStaging {
+		g, d, err := f.freshDisguise()
+		if err != nil {
+			return nil, err
+		}
+		stagedOnDisk = make([][]byte, len(stagedData))
+		for i, r := range records {
+			stagedOnDisk[i] = slices.Clone(stagedData[i])
+			g.transform(true, stagedOnDisk[i], r.Target*ioAllocs, r.Source*ioAllocs, ab)
+		}
+		disguiseField = d
+	}
+
 	// The journal log.
 	jl := disk.JournalLog{
+		Disguise: disguiseField,
 		AuthTreeExtents: f.treeExtents,
 		BitmapExtents:   f.bitmapExtents,
 		ApplyWrites:     mergeWrites(records),
@@ -309,7 +327,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		w.at(r.start*ab, r.data)
 	}
 	for i, r := range records {
-		w.at(r.Source*ioAllocs*ab, stagedData[i])
+		w.at(r.Source*ioAllocs*ab, stagedOnDisk[i])
 	}
 	for i := 1; i < len(extents); i++ {
 		w.at(extents[i].Start*ab, bufs[i])

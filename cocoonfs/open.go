@@ -29,6 +29,12 @@ type Options struct {
 	// journal. The device must be writable.
 	ReadWrite bool
 
+	// DisguiseStagingCopies encrypts each transaction's journal staging
+	// copies with one-time keys, so that at rest they cannot be matched to
+	// the blocks they update (which would reveal allocated blocks). It costs
+	// an extra encryption of every in-place update.
+	DisguiseStagingCopies bool
+
 	// ExpectRoot, if set, refuses an image whose authentication root digest
 	// differs: the caller's trusted record of the last state it saw.
 	ExpectRoot []byte
@@ -48,6 +54,8 @@ type FS struct {
 	mu     sync.RWMutex
 	writer sync.Mutex // one transaction at a time
 	rw     bool
+	// disguiseStaging: see Options.DisguiseStagingCopies.
+	disguiseStaging bool
 
 	dev    blockdev.Device
 	layout disk.Layout
@@ -89,7 +97,7 @@ func Open(dev blockdev.Device, key []byte, opts *Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt, rw: opts.ReadWrite}
+	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt, rw: opts.ReadWrite, disguiseStaging: opts.DisguiseStagingCopies}
 	if f.rw && blockdev.IsReadOnly(dev) {
 		return nil, fmt.Errorf("cocoonfs: read-write open: %w", blockdev.ErrReadOnly)
 	}

@@ -56,6 +56,22 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 			}
 		}
 	}
+	var undisguise *disguise
+	if jl.Disguise != nil {
+		if undisguise, err = newDisguise(jl.Disguise); err != nil {
+			return err
+		}
+	}
+	ioAllocs := ioBytes / ab
+	// stagedBlock reads the staging copy of target IO block t from source IO
+	// block src, undisguised.
+	stagedBlock := func(t, src uint64) ([]byte, error) {
+		b, err := f.readRaw(src*ioBytes, ioBytes)
+		if err == nil && undisguise != nil {
+			undisguise.transform(false, b, t*ioAllocs, src*ioAllocs, ab)
+		}
+		return b, err
+	}
 	// view reads the image as it is once the writes are applied.
 	view := func(off, n uint64) ([]byte, error) {
 		out := make([]byte, 0, n)
@@ -63,11 +79,15 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 			blk := off / ioBytes
 			in := off % ioBytes
 			take := min(n, ioBytes-in)
-			src := off
+			var b []byte
+			var err error
 			if s, ok := staged[blk]; ok {
-				src = s*ioBytes + in
+				if b, err = stagedBlock(blk, s); err == nil {
+					b = b[in : in+take]
+				}
+			} else {
+				b, err = f.readRaw(off, take)
 			}
-			b, err := f.readRaw(src, take)
 			if err != nil {
 				return nil, err
 			}
@@ -161,11 +181,13 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 		if wr.Target == wr.Source {
 			continue
 		}
-		data, err := f.readRaw(wr.Source*ioBytes, wr.Len*ioBytes)
-		if err != nil {
-			return err
+		for i := uint64(0); i < wr.Len; i++ {
+			data, err := stagedBlock(wr.Target+i, wr.Source+i)
+			if err != nil {
+				return err
+			}
+			w.at((wr.Target+i)*ioBytes, data)
 		}
-		w.at(wr.Target*ioBytes, data)
 	}
 	w.sync()
 	if w.err != nil {
