@@ -24,7 +24,7 @@ type mnode struct {
 	next    *mnode        // leaf chain, once known
 	nextPtr disk.BlockPtr // leaf chain as read
 	keys    []uint64
-	kids    []*mnode      // loaded children
+	kids    []*mnode // loaded children
 	kidPtrs []disk.BlockPtr
 	dirty   bool
 }

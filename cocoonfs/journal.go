@@ -267,7 +267,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 
 	// The journal log.
 	jl := disk.JournalLog{
-		Disguise: disguiseField,
+		Disguise:        disguiseField,
 		AuthTreeExtents: f.treeExtents,
 		BitmapExtents:   f.bitmapExtents,
 		ApplyWrites:     mergeWrites(records),
