@@ -89,11 +89,21 @@ func ReadHeaderInfo(dev blockdev.Device) (*HeaderInfo, error) {
 	}
 	kind, perr := disk.ProbeHeader(first)
 	if perr == nil {
+		// A header torn past its first 128 bytes fails the full decode;
+		// then the backup copy below may tell an interrupted format.
 		switch kind {
 		case disk.HeaderRegular:
-			return regularHeaderInfo(dev, size)
+			h, err := regularHeaderInfo(dev, size)
+			if err == nil {
+				return h, nil
+			}
+			perr = err
 		case disk.HeaderMkfs:
-			return mkfsHeaderInfo(dev, 0, size, KindMkfsInfo)
+			h, err := mkfsHeaderInfo(dev, 0, size, KindMkfsInfo)
+			if err == nil {
+				return h, nil
+			}
+			perr = err
 		}
 	}
 	// The primary header is missing or torn: an interrupted format leaves a

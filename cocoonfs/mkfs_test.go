@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
 
 func randomFiles(r *rand.Rand, n int, maxSize int) map[uint64][]byte {
@@ -195,5 +198,87 @@ func TestMkfsBadInput(t *testing.T) {
 	ro.SetReadOnly(true)
 	if _, err := Mkfs(ro, key, nil); !errors.Is(err, blockdev.ErrReadOnly) {
 		t.Errorf("read-only device: %v", err)
+	}
+}
+
+// auxGroupsShape describes an image's aux metadata update groups: per
+// extent its length, whether it heads a group, the group state and whether
+// its payload is all zero.
+func auxGroupsShape(t *testing.T, f *FS) string {
+	t.Helper()
+	var out []string
+	for _, e := range f.auxExtents {
+		raw, err := f.readRawExtent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := disk.NewExtentPtr(e.Start, e.Len, false)
+		head := p == f.header.AuxHeads[0] || p == f.header.AuxHeads[1]
+		protOff := 16
+		if head {
+			protOff = 17
+		}
+		if err := disk.VerifyAndRemoveIntegrity(raw, 0, protOff, f.layout); err != nil {
+			t.Fatal(err)
+		}
+		payload := raw[auxExtentHeaderLen(f.layout, head):]
+		zero := !slices.ContainsFunc(payload, func(b byte) bool { return b != 0 })
+		out = append(out, fmt.Sprintf("%d blocks head=%v state=%d zero=%v", e.Len, head, raw[16]*boolByte(head), zero))
+	}
+	return strings.Join(out, "; ")
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestMkfsAuxGroupsMatchReference: the reference's mkfs writes update group
+// 0 active with the metadata and group 1 inactive and zero-filled (v01);
+// Mkfs does the same.
+func TestMkfsAuxGroupsMatchReference(t *testing.T) {
+	ref, err := Open(openVector(t, "v01-sha2-aes128.img"), vectorKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := auxGroupsShape(t, ref)
+	if want != "12 blocks head=true state=1 zero=false; 12 blocks head=true state=0 zero=true" {
+		t.Fatalf("v01 aux groups: %s", want)
+	}
+	dev := blockdev.NewMemory(8<<20, 512)
+	f, err := Mkfs(dev, vectorKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := auxGroupsShape(t, f); got != want {
+		t.Errorf("aux groups\n ours %s\n v01  %s", got, want)
+	}
+	e, r, err := readAuxMetadata(f)
+	if err != nil || len(e) != 0 || r == nil || *r != 1024 {
+		t.Errorf("aux metadata %v %v: %v", e, r, err)
+	}
+	g, err := Mkfs(blockdev.NewMemory(1<<20, 512), vectorKey, &MkfsOptions{NoAuxReserve: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.header.AuxHeads[0].IsNil() || len(g.auxExtents) != 0 {
+		t.Errorf("NoAuxReserve: aux heads %#x, extents %v", uint64(g.header.AuxHeads[0]), g.auxExtents)
+	}
+}
+
+// TestMkfsRefusedDoesNotGrow: Mkfs validates everything before it grows the
+// device.
+func TestMkfsRefusedDoesNotGrow(t *testing.T) {
+	dev := blockdev.NewMemory(1<<20, 512)
+	if _, err := Mkfs(dev, vectorKey, &MkfsOptions{Size: 2 << 20, AuxReserve: 4 << 20}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("err = %v, want ErrNoSpace", err)
+	}
+	if dev.Size() != 1<<20 || slices.ContainsFunc(dev.Bytes(), func(b byte) bool { return b != 0 }) {
+		t.Errorf("a refused Mkfs changed the device (now %d bytes)", dev.Size())
+	}
+	if _, err := Mkfs(dev, vectorKey, &MkfsOptions{Size: 2 << 20}); err != nil || dev.Size() != 2<<20 {
+		t.Errorf("Mkfs growing the device: %v, %d bytes", err, dev.Size())
 	}
 }

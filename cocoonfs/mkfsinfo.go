@@ -96,6 +96,9 @@ func encodeMkfsInfo(l disk.Layout, salt []byte, imageAllocBlocks uint64, entries
 		if err != nil {
 			return nil, fmt.Errorf("cocoonfs: aux metadata: %w", err)
 		}
+		if len(payload) > maxMkfsInfoAux {
+			return nil, fmt.Errorf("cocoonfs: %d bytes of aux metadata exceed %d: %w", len(payload), maxMkfsInfoAux, fs.ErrInvalid)
+		}
 		d.hdr.AuxMetadataLen = uint64(len(payload))
 		d.aux = make([]byte, disk.MkfsInfoAuxLen(d.hdr.AuxMetadataLen, l))
 		copy(d.aux[8:], payload)
@@ -342,6 +345,11 @@ func sortedAuxEntries(in []AuxEntry) ([]disk.AuxEntry, error) {
 	return out, nil
 }
 
+// maxMkfsInfoAux bounds the aux metadata a creation info header may carry
+// (the format itself allows up to 2^64 bytes); it is meant for small items
+// such as wrapped keys.
+const maxMkfsInfoAux = 64 << 20
+
 // readMkfsInfoAt reads and fully verifies the creation info header at off
 // and its aux metadata blob.
 func readMkfsInfoAt(dev blockdev.Device, off uint64, backup bool) (*mkfsInfoData, error) {
@@ -365,15 +373,20 @@ func readMkfsInfoAt(dev blockdev.Device, off uint64, backup bool) (*mkfsInfoData
 	if hdr.AuxMetadataLen == 0 {
 		return d, nil
 	}
+	// The header is not authenticated: bound the aux metadata by the device
+	// and by maxMkfsInfoAux before allocating for it.
 	auxLen := disk.MkfsInfoAuxLen(hdr.AuxMetadataLen, hdr.Layout)
-	if auxLen < hdr.AuxMetadataLen || auxLen > 1<<32 || backup && auxLen > off {
+	if hdr.AuxMetadataLen > maxMkfsInfoAux || backup && auxLen > off {
 		return nil, corruptf("creation info header at %d: %d bytes of aux metadata", off, hdr.AuxMetadataLen)
 	}
-	d.aux = make([]byte, auxLen)
-	auxOff := d.auxOffset(off, backup)
-	if end := auxOff + auxLen; end > uint64(dev.Size()) {
+	auxOff := off + uint64(len(d.raw))
+	if backup {
+		auxOff = off - auxLen
+	}
+	if auxOff+auxLen > uint64(dev.Size()) {
 		return nil, corruptf("creation info aux metadata at %d: %d bytes beyond the %d-byte device", auxOff, auxLen, dev.Size())
 	}
+	d.aux = make([]byte, auxLen)
 	if _, err := dev.ReadAt(d.aux, int64(auxOff)); err != nil {
 		return nil, fmt.Errorf("cocoonfs: read %d bytes at %d: %w", auxLen, auxOff, err)
 	}
@@ -401,8 +414,14 @@ func findMkfsInfo(dev blockdev.Device) (d *mkfsInfoData, backupOff uint64, backu
 	var primaryErr error
 	switch {
 	case kind == disk.HeaderRegular && perr == nil:
-		if _, err := readStaticHeader(dev); err == nil {
-			return nil, 0, false, fmt.Errorf("cocoonfs: %w", errFormatted)
+		// Decoded here rather than by readStaticHeader, which asks
+		// mkfsInfoPending when the static header is torn.
+		if n, err := disk.StaticHeaderReadLen(first); err == nil {
+			if b, err := readUpTo(dev, 0, n); err == nil && uint64(len(b)) == n {
+				if _, err := disk.DecodeStaticHeader(b); err == nil {
+					return nil, 0, false, fmt.Errorf("cocoonfs: %w", errFormatted)
+				}
+			}
 		}
 	case kind == disk.HeaderMkfs && perr == nil:
 		if d, err := readMkfsInfoAt(dev, 0, false); err == nil {
@@ -427,6 +446,10 @@ func findMkfsInfo(dev blockdev.Device) (d *mkfsInfoData, backupOff uint64, backu
 	return nil, 0, false, fmt.Errorf("cocoonfs: %w: neither a filesystem nor a creation info header (primary or backup)", ErrNotCocoonFS)
 }
 
+// errInterruptedFormat is what a read-only Open reports for a medium whose
+// static header is torn while a creation info header verifies.
+var errInterruptedFormat = fmt.Errorf("cocoonfs: %w: the static header is invalid but a creation info header is intact (an interrupted format); formatting restarts on the first read-write open", ErrNotFormatted)
+
 // mkfsInfoPending reports whether dev is to be formatted from a creation
 // info header: it holds no valid static header but a creation info header
 // that verifies in full, at the start or (an interrupted format) at the
@@ -434,6 +457,26 @@ func findMkfsInfo(dev blockdev.Device) (d *mkfsInfoData, backupOff uint64, backu
 func mkfsInfoPending(dev blockdev.Device) bool {
 	_, _, _, err := findMkfsInfo(dev)
 	return err == nil
+}
+
+// formatIfPending is Open's hook for keyless provisioning: a read-write
+// open of a medium pending a format (mkfsInfoPending) formats it first, and
+// Open then opens the new filesystem as usual. With a rollback guard set
+// (ExpectRoot, MinCounter) the caller knows a filesystem was there: a
+// creation info header in its place means the image was replaced, and
+// nothing is written.
+func formatIfPending(dev blockdev.Device, key []byte, opts *Options) error {
+	if !opts.ReadWrite || !mkfsInfoPending(dev) {
+		return nil
+	}
+	if opts.ExpectRoot != nil || opts.MinCounter != nil {
+		return fmt.Errorf("%w: the medium holds a filesystem creation info header, not the expected filesystem", ErrRollback)
+	}
+	f, err := FormatMkfsInfo(dev, key, opts.Force)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // FormatMkfsInfo formats a medium that holds a filesystem creation info

@@ -2,12 +2,15 @@ package cocoonfs
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
@@ -403,11 +406,50 @@ func TestWriteMkfsInfoInvalidatesStaleBackup(t *testing.T) {
 	}
 }
 
+// TestFormatMkfsInfoRelocatesBackup: a backup copy on a device smaller
+// than the image it asks for (growing the device would move the backup
+// location) is first restored to the primary location, then the format
+// proceeds as from there.
+func TestFormatMkfsInfoRelocatesBackup(t *testing.T) {
+	d, err := encodeMkfsInfo(mustLayout(t), vectorSalt, (16<<20)/128, nil, ptrTo(uint64(1024)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := blockdev.NewMemory(8<<20, 512)
+	off, _ := disk.MkfsInfoBackupOffset(8<<20, disk.Layout{})
+	if err := (mkfsInfoDevice{dev}).put(d, off, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if !mkfsInfoPending(dev) {
+		t.Fatal("the backup copy is not found")
+	}
+	f, err := FormatMkfsInfo(dev, vectorKey, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Size() != 16<<20 {
+		t.Errorf("device is %d bytes, want %d", dev.Size(), 16<<20)
+	}
+	checkFormatted(t, f, dev, vectorKey, nil, "1024")
+}
+
+func mustLayout(t *testing.T) disk.Layout {
+	t.Helper()
+	l, err := mkfsLayout(&MkfsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
 // TestFormatMkfsInfoCrash cuts the power after every write of a format of
-// v08, and tears every write at a few pivots (both orders). Each resulting
-// medium must either be pending a format (a creation info header verifies
-// at the start or at the backup location) that then succeeds, or hold a
-// complete filesystem that opens and verifies.
+// v08, and tears every write at a few pivots, in both orders (all five
+// pivots with SEALFS_LONG=1). Each resulting medium must either be pending
+// a format (a creation info header verifies at the start or at the backup
+// location) that then succeeds, or hold a complete filesystem that opens
+// and verifies. Identical media are checked once.
 func TestFormatMkfsInfoCrash(t *testing.T) {
 	start := vectorBytes(t, v08)
 	fd := blockdev.NewFaulty(blockdev.NewMemoryFrom(start, 512))
@@ -422,80 +464,126 @@ func TestFormatMkfsInfoCrash(t *testing.T) {
 		}
 	}
 	type point struct {
-		k        int
-		pivot    int
-		newFirst bool
-		torn     bool
+		name string
+		dev  *blockdev.Memory
 	}
 	var points []point
-	for k := 0; k <= len(writes); k++ {
-		points = append(points, point{k: k})
-		if k == 0 {
-			continue
+	seen := map[[32]byte]bool{}
+	add := func(name string, replay func(*blockdev.Memory) error) {
+		dev := blockdev.NewMemoryFrom(start, 512)
+		if err := replay(dev); err != nil {
+			t.Fatalf("%s: replay: %v", name, err)
 		}
-		n := int(writes[k-1].Len)
-		pivots := []int{128, 256, 384} // inside the first device block
-		if n > 1024 {
-			pivots = append(pivots, n/2/blockdev.TearGranularity*blockdev.TearGranularity, n-128)
-		}
-		if testing.Short() {
-			pivots = pivots[:1]
-		}
-		for _, p := range pivots {
-			if p > 0 && p < n {
-				points = append(points, point{k, p, true, true}, point{k, p, false, true})
-			}
+		if h := sha256.Sum256(dev.Bytes()); !seen[h] {
+			seen[h] = true
+			points = append(points, point{name, dev})
 		}
 	}
-	var pending, formatted, headerInfoMisses int
-	for _, pt := range points {
-		name := fmt.Sprintf("cut after write %d", pt.k)
-		dev := blockdev.NewMemoryFrom(start, 512)
-		var err error
-		if pt.torn {
-			name = fmt.Sprintf("write %d/%d (%d bytes at %d) torn at %d, new first %v", pt.k, len(writes), writes[pt.k-1].Len, writes[pt.k-1].Off, pt.pivot, pt.newFirst)
-			err = blockdev.ReplayTorn(dev, log, pt.k, pt.pivot, pt.newFirst)
-		} else {
-			n := 0
-			i := 0
-			for ; i < len(log) && n < pt.k; i++ {
+	covered := 0
+	for k := 0; k <= len(writes); k++ {
+		covered++
+		add(fmt.Sprintf("cut after write %d", k), func(dev *blockdev.Memory) error {
+			i, n := 0, 0
+			for ; i < len(log) && n < k; i++ {
 				if log[i].Kind == blockdev.OpWrite {
 					n++
 				}
 			}
-			err = blockdev.Replay(dev, log[:i])
-		}
-		if err != nil {
-			t.Fatalf("%s: replay: %v", name, err)
-		}
-		if mkfsInfoPending(dev) {
-			pending++
-			if h, err := ReadHeaderInfo(dev); err != nil || h.Kind == KindFilesystem {
-				// ReadHeaderInfo falls back to the backup only when tier 0
-				// of the primary header fails; a header torn after its
-				// first 128 bytes needs the full check findMkfsInfo makes.
-				headerInfoMisses++
-				t.Logf("%s: pending a format, but ReadHeaderInfo says %v, %v", name, h, err)
-			}
-			f, err := FormatMkfsInfo(dev, vectorKey, false)
-			if err != nil {
-				t.Fatalf("%s: restarted format: %v", name, err)
-			}
-			checkFormatted(t, f, dev, vectorKey, nil, "1024")
+			return blockdev.Replay(dev, log[:i])
+		})
+		if k == 0 {
 			continue
 		}
-		formatted++
-		f, err := Open(dev, vectorKey, nil)
-		if err != nil {
-			t.Fatalf("%s: neither pending a format nor a filesystem: %v", name, err)
+		n := int(writes[k-1].Len)
+		pivots := []int{128, 256} // tier 0 intact, tier 1 torn; or the reverse
+		if n > 1024 {
+			pivots = []int{n / 2 / blockdev.TearGranularity * blockdev.TearGranularity}
 		}
-		if rep, err := f.Verify(t.Context(), nil); err != nil {
-			t.Fatalf("%s: Verify: %v %v", name, err, rep.Problems)
+		if longTests {
+			pivots = []int{128, 256, 384, n / 2 / blockdev.TearGranularity * blockdev.TearGranularity, n - 128}
+		}
+		for _, p := range pivots {
+			for _, newFirst := range []bool{true, false} {
+				if p <= 0 || p >= n {
+					continue
+				}
+				covered++
+				add(fmt.Sprintf("write %d/%d (%d bytes at %d) torn at %d, new first %v", k, len(writes), n, writes[k-1].Off, p, newFirst),
+					func(dev *blockdev.Memory) error { return blockdev.ReplayTorn(dev, log, k, p, newFirst) })
+			}
 		}
 	}
-	t.Logf("%d writes, %d crash points: %d restart the format, %d hold the filesystem; ReadHeaderInfo missed %d pending formats",
-		len(writes), len(points), pending, formatted, headerInfoMisses)
-	if formatted == 0 || pending == 0 {
+	var pending, formatted, headerInfoMisses, openMisses atomic.Int32
+	t.Run("points", func(t *testing.T) {
+		for _, pt := range points {
+			t.Run(pt.name, func(t *testing.T) {
+				t.Parallel()
+				dev := pt.dev
+				if mkfsInfoPending(dev) {
+					pending.Add(1)
+					// ReadHeaderInfo and a read-only Open should see the
+					// pending format too. Both fall back to the backup only
+					// when tier 0 of the primary header fails; a header torn
+					// after its first 128 bytes needs the full check
+					// findMkfsInfo makes (counted, not failed, until they do).
+					if h, err := ReadHeaderInfo(dev); err != nil || h.Kind == KindFilesystem {
+						headerInfoMisses.Add(1)
+						t.Logf("pending a format, but ReadHeaderInfo says %v, %v", h, err)
+					}
+					if _, err := Open(dev, vectorKey, nil); !errors.Is(err, ErrNotFormatted) {
+						openMisses.Add(1)
+						t.Logf("pending a format, but a read-only Open says %v", err)
+					}
+					f, err := FormatMkfsInfo(dev, vectorKey, false)
+					if err != nil {
+						t.Fatalf("restarted format: %v", err)
+					}
+					checkFormatted(t, f, dev, vectorKey, nil, "1024")
+					return
+				}
+				formatted.Add(1)
+				f, err := Open(dev, vectorKey, nil)
+				if err != nil {
+					t.Fatalf("neither pending a format nor a filesystem: %v", err)
+				}
+				if rep, err := f.Verify(t.Context(), nil); err != nil {
+					t.Fatalf("Verify: %v %v", err, rep.Problems)
+				}
+			})
+		}
+	})
+	t.Logf("%d writes, %d crash points (%d distinct media): %d restart the format, %d hold the filesystem; ReadHeaderInfo missed %d pending formats, read-only Open %d",
+		len(writes), covered, len(points), pending.Load(), formatted.Load(), headerInfoMisses.Load(), openMisses.Load())
+	if formatted.Load() == 0 || pending.Load() == 0 {
 		t.Error("the crash points do not cover both outcomes")
+	}
+}
+
+// TestFormatIfPending: Open's hook formats only read-write opens, and never
+// under a rollback guard.
+func TestFormatIfPending(t *testing.T) {
+	dev := blockdev.NewMemoryFrom(vectorBytes(t, v08), 512)
+	for _, o := range []*Options{{}, {ReadWrite: true, ExpectRoot: []byte{1}}, {ReadWrite: true, MinCounter: big.NewInt(1)}} {
+		err := formatIfPending(dev, vectorKey, o)
+		if o.ReadWrite && !errors.Is(err, ErrRollback) || !o.ReadWrite && err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+		if !bytes.Equal(dev.Bytes(), vectorBytes(t, v08)) {
+			t.Fatalf("%+v: the medium was written", o)
+		}
+	}
+	if !errors.Is(errInterruptedFormat, ErrNotFormatted) {
+		t.Error("errInterruptedFormat does not match ErrNotFormatted")
+	}
+	if err := formatIfPending(dev, vectorKey, &Options{ReadWrite: true}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(dev, vectorKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFormatted(t, f, dev, vectorKey, nil, "1024")
+	if err := formatIfPending(dev, vectorKey, &Options{ReadWrite: true}); err != nil {
+		t.Errorf("formatted medium: %v", err)
 	}
 }

@@ -93,6 +93,11 @@ func Open(dev blockdev.Device, key []byte, opts *Options) (*FS, error) {
 	if len(key) == 0 {
 		return nil, errors.New("cocoonfs: empty key")
 	}
+	// A creation info header (keyless provisioning) is formatted by the
+	// first read-write open with a key.
+	if err := formatIfPending(dev, key, opts); err != nil {
+		return nil, err
+	}
 	sh, err := readStaticHeader(dev)
 	if err != nil {
 		return nil, err
@@ -195,6 +200,11 @@ func readStaticHeader(dev blockdev.Device) (disk.StaticHeader, error) {
 	}
 	sh, err := disk.DecodeStaticHeader(b)
 	if err != nil {
+		// Torn past its first 128 bytes: an interrupted format, if the
+		// backup creation info header is intact.
+		if mkfsInfoPending(dev) {
+			return disk.StaticHeader{}, errInterruptedFormat
+		}
 		return disk.StaticHeader{}, fmt.Errorf("cocoonfs: static header: %w", err)
 	}
 	return sh, nil

@@ -41,7 +41,7 @@ func (o *layoutOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Cipher, "cipher", "aes", "block cipher: aes, camellia or sm4")
 	fs.IntVar(&o.Strength, "strength", 128, "security strength in bits: 128, 192 or 256 (sm3 and sm4: 128 only)")
 	fs.StringVar(&o.Salt, "salt", "", "key derivation salt as `HEX`, up to 255 bytes (default 32 random bytes)")
-	fs.StringVar(&o.AuxReserve, "aux-reserve", "1KiB", "aux metadata extra reserve capacity (`SIZE`); 0: no second update group, so no offline aux metadata updates")
+	fs.StringVar(&o.AuxReserve, "aux-reserve", "1KiB", "aux metadata extra reserve capacity: `SIZE` bytes (suffixes as for --size); 0: no second update group, so no offline aux metadata updates")
 	for _, f := range []struct {
 		p          *string
 		name, what string
@@ -53,7 +53,7 @@ func (o *layoutOptions) AddFlags(fs *pflag.FlagSet) {
 		{&o.IndexNode, "index-node", "inode index node (default the allocation block)"},
 		{&o.BitmapBlock, "bitmap-block", "allocation bitmap block (default max(512, auth tree data block))"},
 	} {
-		fs.StringVar(f.p, f.name, "", "size in bytes of the "+f.what+", a power of two (`N`, suffixes as for --size)")
+		fs.StringVar(f.p, f.name, "", "the "+f.what+": `N` bytes, a power of two (suffixes as for --size)")
 	}
 	fs.BoolVar(&o.Overwrite, "overwrite", false, "format IMAGE even if it exists (its contents are lost); without it an existing IMAGE is refused untouched")
 }

@@ -25,7 +25,7 @@ type mkfsinfoOptions struct {
 func (o *mkfsinfoOptions) AddFlags(fs *pflag.FlagSet) {
 	o.layoutOptions.AddFlags(fs)
 	fs.BoolVar(&o.Trim, "trim", false, "cut IMAGE down to the header and its aux metadata; the first open grows it back to --size")
-	fs.StringArrayVar(&o.AuxFiles, "aux-file", nil, "store the contents of `UUID=PATH` as an aux metadata entry tagged UUID (repeatable)")
+	fs.StringArrayVar(&o.AuxFiles, "aux-file", nil, "store the contents of file PATH as an aux metadata entry tagged UUID (`UUID=PATH`; repeatable)")
 	fs.BoolVarP(&o.Force, "force", "f", false, "write even if the device's block size exceeds the IO block (the image could not be used safely there)")
 }
 
