@@ -14,7 +14,14 @@ import (
 // crashWorkload runs n random transactions on dev through a logging fault
 // device and returns the log, the states (files) before and after each
 // transaction, and for each write (1-based) the transaction it belongs to.
-func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool) ([]blockdev.LoggedOp, []map[uint64][]byte, []int) {
+// crashState is what a transaction leaves: the files and the aux metadata
+// (encoded).
+type crashState struct {
+	files map[uint64][]byte
+	aux   []byte
+}
+
+func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool) ([]blockdev.LoggedOp, []crashState, []int) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, seed+1))
 	faulty := blockdev.NewFaulty(blockdev.NewMemoryFrom(base, 512))
@@ -22,14 +29,39 @@ func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	states := []map[uint64][]byte{{}}
+	m0, err := f.AuxMetadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	aux0, _ := encodeAux(m0)
+	states := []crashState{{files: map[uint64][]byte{}, aux: aux0}}
 	var txOf []int // txOf[k-1] = transaction of write k
 	sizes := []int{0, 1, 200, 8000, 8100, 8200, 30000}
 	for i := 0; i < n; i++ {
-		cur := maps.Clone(states[len(states)-1])
+		prev := states[len(states)-1]
+		cur := maps.Clone(prev.files)
+		curAux := prev.aux
 		tx, err := f.Begin()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i%7 == 3 {
+			// An aux metadata edit rides along: add an entry or drop one.
+			m, err := f.AuxMetadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Entries) > 2 {
+				m.Remove(m.Entries[0].UUID, 0)
+			} else {
+				m.Add([16]byte{byte(i)}, bytes.Repeat([]byte{byte(i)}, 100+r.IntN(3000)))
+			}
+			if err := tx.SetAuxMetadata(m); err != nil {
+				t.Fatal(err)
+			}
+			if curAux, err = encodeAux(m); err != nil {
+				t.Fatal(err)
+			}
 		}
 		ops := 1 + r.IntN(3)
 		if i%10 == 9 {
@@ -60,9 +92,22 @@ func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool)
 		for w := before; w < faulty.Writes(); w++ {
 			txOf = append(txOf, i)
 		}
-		states = append(states, cur)
+		states = append(states, crashState{files: cur, aux: curAux})
 	}
 	return faulty.Log(), states, txOf
+}
+
+// sameState reports whether the opened image holds exactly want's files
+// and aux metadata.
+func sameState(f *FS, want crashState) (bool, error) {
+	m, err := f.AuxMetadata()
+	if err != nil {
+		return false, err
+	}
+	if aux, err := encodeAux(m); err != nil || !bytes.Equal(aux, want.aux) {
+		return false, err
+	}
+	return sameFiles(f, want.files)
 }
 
 // sameFiles reports whether the opened image holds exactly want.
@@ -82,10 +127,12 @@ func sameFiles(f *FS, want map[uint64][]byte) (bool, error) {
 }
 
 // TestCrashHarness cuts the power after every write of a 100-transaction
-// workload, and tears every write at 128-byte pivots, old-then-new and
-// new-then-old: the image must then open read-write (replaying a pending
-// journal), pass Verify, and hold exactly the files of the last committed
-// transaction or of the one in flight — never anything else.
+// workload (creates, overwrites crossing the direct/indirect boundary,
+// removes, multi-file transactions, aux metadata edits), and tears every
+// write at 128-byte pivots, old-then-new and new-then-old: the image must
+// then open read-write (replaying a pending journal), pass Verify, and hold
+// exactly the files and aux metadata of the last committed transaction or
+// of the one in flight — never anything else.
 func TestCrashHarness(t *testing.T) {
 	if raceDetector {
 		t.Skip("single-threaded and exhaustive: make test runs it without -race (go test -run TestCrashHarness ./cocoonfs)")
@@ -115,13 +162,13 @@ func crashHarness(t *testing.T, transactions int, disguise bool) {
 			t.Fatalf("%s: Verify: %v\n%v", what, err, rep.Problems)
 		}
 		i := txOf[k-1]
-		if ok, err := sameFiles(f, states[i]); err != nil {
+		if ok, err := sameState(f, states[i]); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		} else if ok {
 			sawOld++
 			return
 		}
-		if ok, err := sameFiles(f, states[i+1]); err != nil || !ok {
+		if ok, err := sameState(f, states[i+1]); err != nil || !ok {
 			t.Fatalf("%s: files match neither the state before nor after transaction %d (%v)", what, i, err)
 		}
 		sawNew++

@@ -312,12 +312,12 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	hl := disk.JournalPlaintextHeaderLen(l)
 	copy(bufs[0], "CCFSJRNL")
-	f.header.AuxHeads[0].Append(bufs[0][hl-16 : hl-16])
-	f.header.AuxHeads[1].Append(bufs[0][hl-8 : hl-8])
+	nf.header.AuxHeads[0].Append(bufs[0][hl-16 : hl-16])
+	nf.header.AuxHeads[1].Append(bufs[0][hl-8 : hl-8])
 	if err := ch.encode(payload, extents, bufs); err != nil {
 		return nil, err
 	}
-	if err := disk.EncodeJournalLogHeadPlaintext(bufs[0], l, f.header.AuxHeads); err != nil {
+	if err := disk.EncodeJournalLogHeadPlaintext(bufs[0], l, nf.header.AuxHeads); err != nil {
 		return nil, err
 	}
 

@@ -1,6 +1,7 @@
 package cocoonfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ var ErrTxDone = errors.New("cocoonfs: transaction already finished")
 type Tx struct {
 	f     *FS
 	files map[uint64]*txFile // a nil value removes the inode
+	aux   *AuxMetadata       // new aux metadata, if set
 	done  bool
 }
 
@@ -93,6 +95,23 @@ func (tx *Tx) Remove(ino uint64) error {
 	return nil
 }
 
+// SetAuxMetadata replaces the auxiliary metadata (entries and extra
+// reserve) as part of the transaction. The commit writes new update groups
+// sized for the contents plus the reserve and frees the old ones, so this
+// also restores room that offline updates used up.
+func (tx *Tx) SetAuxMetadata(m *AuxMetadata) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	c := &AuxMetadata{Entries: slices.Clone(m.Entries), Reserve: m.Reserve, Group: -1}
+	slices.SortStableFunc(c.Entries, func(a, b AuxEntry) int { return bytes.Compare(a.UUID[:], b.UUID[:]) })
+	if _, err := encodeAux(c); err != nil {
+		return err
+	}
+	tx.aux = c
+	return nil
+}
+
 // Rollback abandons the transaction; nothing was written.
 func (tx *Tx) Rollback() {
 	if !tx.done {
@@ -109,7 +128,7 @@ func (tx *Tx) Commit(ctx context.Context) error {
 		return ErrTxDone
 	}
 	defer tx.Rollback()
-	if len(tx.files) == 0 {
+	if len(tx.files) == 0 && tx.aux == nil {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -118,7 +137,7 @@ func (tx *Tx) Commit(ctx context.Context) error {
 	f := tx.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.commit(tx.files)
+	return f.commit(tx.files, tx.aux)
 }
 
 // txPlan is everything a commit changes, computed before anything is written.
@@ -132,8 +151,8 @@ type txPlan struct {
 
 // commit computes the plan, writes the journal (the commit point), applies
 // it and reloads the committed state.
-func (f *FS) commit(files map[uint64]*txFile) error {
-	p, err := f.plan(files)
+func (f *FS) commit(files map[uint64]*txFile, aux *AuxMetadata) error {
+	p, err := f.plan(files, aux)
 	if err != nil {
 		return err
 	}
@@ -153,7 +172,7 @@ func (f *FS) commit(files map[uint64]*txFile) error {
 // nodes created by splits go to blocks free in the committed state; changed
 // index nodes, the bitmap and the mutable header are updated in place
 // through staged copies.
-func (f *FS) plan(files map[uint64]*txFile) (*txPlan, error) {
+func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
 	nf := f.shadow()
 	b := &builder{f: nf, used: slices.Clone(f.bitmap.words)}
 	p := &txPlan{b: b, nf: nf, oldWords: f.bitmap.words}
@@ -200,6 +219,18 @@ func (f *FS) plan(files map[uint64]*txFile) (*txPlan, error) {
 		return nil, err
 	}
 	p.freed = append(p.freed, mt.freed...)
+	if aux != nil {
+		// New update groups in free blocks; the old ones are freed. Aux
+		// blocks are never digested, so the tree does not see either.
+		l := f.layout
+		nf.excluded = []disk.Extent{{Start: 0, Len: f.headerAllocs}, f.journalHead}
+		nf.auxExtents = nil
+		b.opts = &MkfsOptions{info: &mkfsInfoBuild{layout: l, entries: toDiskEntries(aux.Entries), reserve: aux.Reserve}}
+		if err := b.buildAux(max(l.IOBlockSize(), l.AuthTreeDataBlockSize()) / l.AllocBlockSize()); err != nil {
+			return nil, err
+		}
+		p.freed = append(p.freed, f.auxExtents...)
+	}
 	// Free only now, so that nothing this transaction allocated reuses a
 	// block the committed state still depends on.
 	for _, e := range p.freed {
