@@ -31,7 +31,9 @@ package cocoonfs
 //     capacity exceeds that by at least one max(IO Block, Auth Tree Data
 //     Block) (0 bytes are needed for no entries and a reserve of 0).
 //   - A torn extent is repaired by rewriting it inactive with a zero payload,
-//     unless it is the head of the group written next.
+//     unless it is the head of the group written next. (sealfs also repairs
+//     extents that pass tier 0 but fail the full check, which the reference
+//     leaves alone; see auxChain.damaged.)
 
 import (
 	"bytes"
@@ -62,10 +64,11 @@ import (
 type AuxMetadata struct {
 	// Entries in increasing UUID order; equal UUIDs keep their order.
 	Entries []AuxEntry
-	// Reserve is the extra reserve capacity in bytes to allocate over the
-	// encoded contents at the next (keyed) reallocation, or nil if none is
-	// defined (then no update group 1 is allocated and offline updates are
-	// impossible).
+	// Reserve is the extra reserve capacity: the bytes the next (keyed)
+	// reallocation of the aux metadata extents sets aside in both update
+	// groups beyond the encoded contents, for later offline updates. nil
+	// means none is defined: that reallocation then allocates no update
+	// group 1, and offline updates become impossible.
 	Reserve *uint64
 	// Group is the update group the contents were read from (0 or 1), or -1
 	// if they do not come from update groups (no aux metadata extents, or a
@@ -559,6 +562,26 @@ func (c *auxChain) extents() []disk.Extent {
 	return out
 }
 
+// damaged lists the extents failing their integrity check (necessarily in
+// an inactive group): the one failing tier 0, if any, first, then those
+// that pass tier 0 but not the rest (a head write torn past its first 128
+// bytes). The format needs only the first repaired before another extent is
+// written, as only tier 0 matters for walking the chain; offline updates
+// repair them all, so that a reader treating any failed check as a torn
+// extent never meets two after a further power cut.
+func (c *auxChain) damaged() []int {
+	var out []int
+	if c.torn >= 0 {
+		out = append(out, c.torn)
+	}
+	for i, e := range c.ext {
+		if e.ok0 && c.verified(i) == nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // verified returns extent i's contents with the protections removed, or
 // nil if they do not verify.
 func (c *auxChain) verified(i int) []byte {
@@ -574,8 +597,11 @@ func (c *auxChain) verified(i int) []byte {
 }
 
 // evaluate finds the active group and decodes its contents. It also returns
-// the group's encoded payload as stored (up to the termination record).
-func (c *auxChain) evaluate() (*AuxMetadata, []byte, error) {
+// the group's encoded payload as stored (up to the termination record). An
+// invalid state in a head that passes tier 0 is an error where the
+// reference reports one: always before an update (strict), on reading only
+// for heads examined before the active group is found.
+func (c *auxChain) evaluate(strict bool) (*AuxMetadata, []byte, error) {
 	if len(c.ext) == 0 {
 		return &AuxMetadata{Group: -1}, nil, nil
 	}
@@ -583,12 +609,23 @@ func (c *auxChain) evaluate() (*AuxMetadata, []byte, error) {
 	if c.g1 < len(c.ext) {
 		groups = 2
 	}
-	for g := range groups {
+	badState := func(g int) error {
 		if h := c.ext[c.group(g)[0]]; h.ok0 && h.state > auxStateReallocNeeded {
-			return nil, nil, auxCorruptf("update group %d's head has the invalid state %d", g, h.state)
+			return auxCorruptf("update group %d's head has the invalid state %d", g, h.state)
+		}
+		return nil
+	}
+	if strict {
+		for g := range groups {
+			if err := badState(g); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	for g := range groups {
+		if err := badState(g); err != nil {
+			return nil, nil, err
+		}
 		idx := c.group(g)
 		h := c.ext[idx[0]]
 		if !h.ok0 || h.state == auxStateInactive {
@@ -779,7 +816,7 @@ func ReadAuxMetadata(dev blockdev.Device) (*AuxMetadata, error) {
 	if err != nil {
 		return nil, err
 	}
-	md, _, err := c.evaluate()
+	md, _, err := c.evaluate(false)
 	return md, err
 }
 
@@ -789,41 +826,37 @@ func ReadAuxMetadata(dev blockdev.Device) (*AuxMetadata, error) {
 // authentication tree, so that it can be changed without the key. Do not
 // base security decisions on it; authenticate what you use.
 func (f *FS) AuxMetadata() (*AuxMetadata, error) {
-	c, err := f.auxChain()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	g := f.auxGeometry()
+	c, err := g.walk()
 	if err != nil {
 		return nil, err
 	}
-	md, _, err := c.evaluate()
+	md, _, err := c.evaluate(false)
 	return md, err
 }
 
-// auxChain walks the open image's aux metadata chain.
-func (f *FS) auxChain() (*auxChain, error) {
-	f.mu.RLock()
-	g := auxGeometry{
+// auxGeometry locates the open image's aux metadata chain; the caller
+// holds f.mu or is bootstrapping f.
+func (f *FS) auxGeometry() auxGeometry {
+	return auxGeometry{
 		dev:      f.dev,
 		l:        f.layout,
 		heads:    f.header.AuxHeads,
 		limit:    f.imageAllocBlocks,
 		reserved: f.journalHead.Start + f.journalHead.Len,
 	}
-	f.mu.RUnlock()
-	return g.walk()
 }
 
 // auxChainExtents returns the aux metadata extents of both update groups in
 // list order, tolerating the one torn extent the format allows anywhere in
 // the chain (including group 0's head, which an offline update invalidates
-// while rewriting it). Open uses it through walkAuxExtents; it reads f's
-// header fields without locking, as bootstrap does.
+// while rewriting it). Open and journal replay use it through
+// walkAuxExtents (read.go), which should just return it; like them it reads
+// f's fields without locking.
 func (f *FS) auxChainExtents() ([]disk.Extent, error) {
-	g := auxGeometry{
-		dev:      f.dev,
-		l:        f.layout,
-		heads:    f.header.AuxHeads,
-		limit:    f.imageAllocBlocks,
-		reserved: f.journalHead.Start + f.journalHead.Len,
-	}
+	g := f.auxGeometry()
 	c, err := g.walk()
 	if err != nil {
 		return nil, err
@@ -868,12 +901,16 @@ func UpdateAuxMetadataOfflineOptions(dev blockdev.Device, opts *Options, update 
 	if opts == nil {
 		opts = &Options{}
 	}
+	if blockdev.IsReadOnly(dev) {
+		return fmt.Errorf("cocoonfs: aux metadata update: %w", blockdev.ErrReadOnly)
+	}
 	img, err := probeAuxImage(dev)
 	if err != nil {
 		return err
 	}
-	if err := checkDeviceBlockSize(dev, img.l, opts.Force); err != nil {
-		return err
+	if bs := uint64(dev.BlockSize()); !opts.Force && bs > img.l.IOBlockSize() {
+		return fmt.Errorf("cocoonfs: aux metadata update: %w: the image's IO block is %d bytes but the device writes in %d-byte blocks, so a torn write could damage two aux metadata extents (or headers) at once; pass --force (Options.Force) to accept the risk",
+			ErrIOBlockTooSmall, img.l.IOBlockSize(), bs)
 	}
 	w := &auxWriter{dev: dev, devIO: min(uint64(dev.BlockSize()), img.l.IOBlockSize())}
 	if !img.formatted {
@@ -892,7 +929,7 @@ func UpdateAuxMetadataOfflineOptions(dev blockdev.Device, opts *Options, update 
 	if c.g1 == len(c.ext) {
 		return auxNoRoomf("the image has no update group 1 (no extra reserve was defined at the last allocation)")
 	}
-	cur, oldEnc, err := c.evaluate()
+	cur, oldEnc, err := c.evaluate(true)
 	if err != nil {
 		return err
 	}
@@ -913,14 +950,22 @@ func UpdateAuxMetadataOfflineOptions(dev blockdev.Device, opts *Options, update 
 		return auxNoRoomf("the current contents (%d bytes) do not fit update group 1 (%d bytes) for the fail-safe copy", len(oldEnc), cap1)
 	}
 	realloc := needsRealloc(next, uint64(len(newEnc)), cap0, l) || needsRealloc(next, uint64(len(newEnc)), cap1, l)
-	if cur.Group == 0 && c.torn < 0 && realloc == cur.ReallocationNeeded && bytes.Equal(oldEnc, newEnc) {
+	damaged := c.damaged()
+	if cur.Group == 0 && len(damaged) == 0 && realloc == cur.ReallocationNeeded && bytes.Equal(oldEnc, newEnc) {
 		return nil // nothing to do
 	}
 
-	// 1. Repair a torn extent, unless it is the head of the group written
-	// first anyway.
-	if t := c.torn; t >= 0 && !(t == 0 && cur.Group == 1) && !(t == c.g1 && cur.Group == 0) {
-		if err := c.writeExtent(w, t, auxStateInactive, nil); err != nil {
+	// 1. Repair damaged extents, unless one is the first extent written below
+	// anyway (group 1's head if group 0 holds the contents, else group 0's).
+	first := 0
+	if cur.Group == 0 {
+		first = c.g1
+	}
+	for _, i := range damaged {
+		if i == first {
+			continue
+		}
+		if err := c.writeExtent(w, i, auxStateInactive, nil); err != nil {
 			return err
 		}
 	}
@@ -1149,8 +1194,8 @@ func (img *auxImage) updateMkfsAux(w *auxWriter, update func(*AuxMetadata) error
 	hdrLen := img.mkfs.Len()
 	boff, ok := disk.MkfsInfoBackupOffset(size, l)
 	if !ok || boff+hdrLen > size {
-		return fmt.Errorf("cocoonfs: aux metadata: the %d-byte device is too small to hold the backup creation info header a fail-safe update needs; grow it to the image size the header records (%d bytes) first",
-			size, img.mkfs.ImageSizeAllocBlocks*l.AllocBlockSize())
+		return fmt.Errorf("cocoonfs: aux metadata: the %d-byte device is too small to hold the backup creation info header a fail-safe update needs; grow it to the image size the header records (%d bytes) first: %w",
+			size, img.mkfs.ImageSizeAllocBlocks*l.AllocBlockSize(), ErrNoSpace)
 	}
 	if img.backup && boff != img.mkfsOff {
 		return auxCorruptf("backup creation info header at %d, expected at %d", img.mkfsOff, boff)

@@ -154,63 +154,17 @@ func (f *FS) readBitmap() (*allocBitmap, error) {
 	return bm, nil
 }
 
-// walkAuxExtents collects the extents of the aux metadata circular list.
-// Each extent holds, in its tier-0 protected head, pointers to the next and
-// next-but-one extent, so one torn extent (allowed while update group 1 is
-// present, e.g. during an offline update) is stepped over with the previous
-// extent's next-but-one pointer. If group 0's head itself is the torn one,
-// the walk starts at group 1's head.
+// walkAuxExtents collects the extents of the aux metadata circular list,
+// tolerating what the format (and the reference) tolerate: one extent torn
+// in its tier-0 realm, stepped over with the previous extent's next-but-one
+// pointer, starting at group 1's head if group 0's head is the torn one.
+// Aux metadata is unauthenticated; its extents matter to Open only because
+// they are left out of data block digests.
 func (f *FS) walkAuxExtents() ([]disk.Extent, error) {
-	heads := f.header.AuxHeads
-	if heads[0].IsNil() {
+	if f.header.AuxHeads[0].IsNil() {
 		return nil, nil
 	}
-	out, err := f.walkAuxFrom(heads[0], heads)
-	if err != nil && !heads[1].IsNil() {
-		if alt, err2 := f.walkAuxFrom(heads[1], heads); err2 == nil {
-			return alt, nil
-		}
-	}
-	return out, err
-}
-
-func (f *FS) walkAuxFrom(start disk.ExtentPtr, heads [2]disk.ExtentPtr) ([]disk.Extent, error) {
-	var out []disk.Extent
-	seen := map[disk.ExtentPtr]bool{}
-	cur := start
-	var skipTo disk.ExtentPtr
-	haveSkip, torn := false, false
-	for i := 0; !seen[cur]; i++ {
-		if i > 1<<16 {
-			return nil, corruptf("aux metadata list does not close")
-		}
-		seen[cur] = true
-		s, n, indirect := cur.Decode()
-		if indirect || cur.IsNil() {
-			return nil, corruptf("aux metadata extent pointer %#x is not a direct extent", uint64(cur))
-		}
-		e := disk.Extent{Start: s, Len: n}
-		out = append(out, e) // a torn extent still belongs to the aux metadata
-		raw, err := f.readRawExtent(e)
-		if err != nil {
-			return nil, fmt.Errorf("aux metadata: %w", err)
-		}
-		protOff := 16
-		if cur == heads[0] || cur == heads[1] {
-			protOff = 17
-		}
-		if err := disk.VerifyAndRemoveIntegrity(raw, 0, protOff, f.layout); err != nil {
-			if !haveSkip || torn {
-				return nil, fmt.Errorf("aux metadata extent at allocation block %d: %w", s, err)
-			}
-			torn = true // at most one may be torn
-			cur, haveSkip = skipTo, false
-			continue
-		}
-		cur = disk.ReadExtentPtr(raw[0:8])
-		skipTo, haveSkip = disk.ReadExtentPtr(raw[8:16]), true
-	}
-	return out, nil
+	return f.auxChainExtents()
 }
 
 func inExtents(a uint64, ext []disk.Extent) bool {

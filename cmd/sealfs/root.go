@@ -69,6 +69,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
 	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g))
+	root.AddCommand(newAuxCommand(g))
 	return root
 }
 
