@@ -21,11 +21,12 @@ type crashState struct {
 	aux   []byte
 }
 
-func crashWorkload(t *testing.T, base []byte, n int, seed uint64, disguise bool) ([]blockdev.LoggedOp, []crashState, []int) {
+func crashWorkload(t *testing.T, base []byte, n int, seed uint64, opts Options) ([]blockdev.LoggedOp, []crashState, []int) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, seed+1))
 	faulty := blockdev.NewFaulty(blockdev.NewMemoryFrom(base, 512))
-	f, err := Open(faulty, txKey, &Options{ReadWrite: true, DisguiseStagingCopies: disguise})
+	opts.ReadWrite = true
+	f, err := Open(faulty, txKey, &opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,18 +138,20 @@ func TestCrashHarness(t *testing.T) {
 	if raceDetector {
 		t.Skip("single-threaded and exhaustive: make test runs it without -race (go test -run TestCrashHarness ./cocoonfs)")
 	}
-	t.Run("plain", func(t *testing.T) { crashHarness(t, 100, false) })
+	t.Run("plain", func(t *testing.T) { crashHarness(t, 100, Options{}) })
 	// With disguised staging copies, replays must undisguise them.
-	t.Run("disguised", func(t *testing.T) { crashHarness(t, 30, true) })
+	t.Run("disguised", func(t *testing.T) { crashHarness(t, 30, Options{DisguiseStagingCopies: true}) })
+	// Journals with a trim script: replays trim after invalidating.
+	t.Run("trimmed", func(t *testing.T) { crashHarness(t, 20, Options{Trim: true}) })
 }
 
-func crashHarness(t *testing.T, transactions int, disguise bool) {
+func crashHarness(t *testing.T, transactions int, opts Options) {
 	tornPerWrite := 2
 	if longTests {
 		tornPerWrite = 8
 	}
 	base := mkfsMem(t, 1<<20, nil).Bytes()
-	log, states, txOf := crashWorkload(t, base, transactions, 11, disguise)
+	log, states, txOf := crashWorkload(t, base, transactions, 11, opts)
 
 	cur := bytes.Clone(base)
 	var points, torn, sawOld, sawNew int
@@ -175,6 +178,12 @@ func crashHarness(t *testing.T, transactions int, disguise bool) {
 	}
 	k := 0
 	for _, op := range log {
+		if op.Kind == blockdev.OpTrim {
+			// Trims follow a journal's invalidation: the state is final and
+			// trimmed blocks are free, so zeros are as good as anything.
+			clear(cur[op.Off : op.Off+op.Len])
+			continue
+		}
 		if op.Kind != blockdev.OpWrite {
 			continue
 		}

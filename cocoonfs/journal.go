@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
 
@@ -290,6 +291,9 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		jl.BitmapDigests = append(jl.BitmapDigests, disk.DigestRecord{Block: pdb, Digest: f.tree.dataDigest(blk, nf.digestBits(pdb<<dataLog2, cnt), d)})
 	}
 	jl.BitmapDigestsHMAC = f.bitmapDigestsHMAC(jl.BitmapDigests)
+	if f.trim {
+		jl.Trim = freedIOBlocks(p.freed, nf.bitmap, ioAllocs)
+	}
 	payload := disk.AppendJournalLog(nil, jl)
 
 	ch := f.journalChain()
@@ -337,7 +341,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	if w.err != nil {
 		return nil, w.err
 	}
-	done := &committed{nodes: nodes}
+	done := &committed{nodes: nodes, jl: jl, tail: extents[1:]}
 	for i, r := range records {
 		done.targets = append(done.targets, r.Target*ioAllocs*ab)
 		done.data = append(done.data, stagedData[i])
@@ -352,6 +356,8 @@ type committed struct {
 	nodes   map[uint64][]byte
 	targets []uint64 // byte offsets
 	data    [][]byte
+	jl      disk.JournalLog // for the trims after the journal is invalidated
+	tail    []disk.Extent   // the log's tail extents
 }
 
 // apply writes a committed transaction in place and invalidates its
@@ -371,7 +377,60 @@ func (f *FS) apply(c *committed) error {
 	w.sync()
 	w.at(f.journalHead.Start*f.layout.AllocBlockSize(), make([]byte, 128))
 	w.sync()
+	if w.err == nil {
+		f.trimAfter(c.jl, c.tail)
+	}
 	return w.err
+}
+
+// freedIOBlocks lists, as IO block ranges, the IO blocks that freed extents
+// touch and that are entirely free in the new state.
+func freedIOBlocks(freed []disk.Extent, bm *allocBitmap, ioAllocs uint64) []disk.Range {
+	blocks := map[uint64]bool{}
+	for _, e := range freed {
+		for a := e.Start; a < e.Start+e.Len; a++ {
+			blocks[a/ioAllocs] = true
+		}
+	}
+	var out []disk.Range
+	for _, b := range slices.Sorted(maps.Keys(blocks)) {
+		free := true
+		for a := b * ioAllocs; a < (b+1)*ioAllocs && free; a++ {
+			free = !bm.allocated(a)
+		}
+		if !free {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == b {
+			out[n-1].Len++
+		} else {
+			out = append(out, disk.Range{Start: b, Len: 1})
+		}
+	}
+	return out
+}
+
+// trimAfter issues the trims a journal with a trim script asks for once it
+// is invalidated: the listed ranges, the staging copies and the log's tail
+// extents. Trimming is advisory: errors are ignored, the state is final.
+func (f *FS) trimAfter(jl disk.JournalLog, tail []disk.Extent) {
+	t, ok := f.dev.(blockdev.Trimmer)
+	if !ok || jl.Trim == nil {
+		return
+	}
+	io := f.layout.IOBlockSize()
+	ab := f.layout.AllocBlockSize()
+	for _, r := range jl.Trim {
+		_ = t.Trim(int64(r.Start*io), int64(r.Len*io))
+	}
+	for _, w := range jl.ApplyWrites {
+		if w.Source != w.Target {
+			_ = t.Trim(int64(w.Source*io), int64(w.Len*io))
+		}
+	}
+	for _, e := range tail {
+		_ = t.Trim(int64(e.Start*ab), int64(e.Len*ab))
+	}
 }
 
 // mergeWrites joins records whose targets and sources both continue.

@@ -35,6 +35,13 @@ type Options struct {
 	// an extra encryption of every in-place update.
 	DisguiseStagingCopies bool
 
+	// Trim discards, after each commit, the IO blocks the commit freed, its
+	// staging copies and its journal log tail, on devices that support it
+	// (blockdev.Trimmer). A trimmed block is usually recognizable as such,
+	// so trimming reveals which blocks are free: it trades the
+	// confidentiality of allocations for thin provisioning.
+	Trim bool
+
 	// ExpectRoot, if set, refuses an image whose authentication root digest
 	// differs: the caller's trusted record of the last state it saw.
 	ExpectRoot []byte
@@ -56,6 +63,7 @@ type FS struct {
 	rw     bool
 	// disguiseStaging: see Options.DisguiseStagingCopies.
 	disguiseStaging bool
+	trim            bool
 
 	dev    blockdev.Device
 	layout disk.Layout
@@ -102,7 +110,7 @@ func Open(dev blockdev.Device, key []byte, opts *Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt, rw: opts.ReadWrite, disguiseStaging: opts.DisguiseStagingCopies}
+	f := &FS{dev: dev, layout: sh.Layout, salt: sh.Salt, rw: opts.ReadWrite, disguiseStaging: opts.DisguiseStagingCopies, trim: opts.Trim}
 	if f.rw && blockdev.IsReadOnly(dev) {
 		return nil, fmt.Errorf("cocoonfs: read-write open: %w", blockdev.ErrReadOnly)
 	}

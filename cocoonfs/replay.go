@@ -30,6 +30,14 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 		}
 		return readRaw(e)
 	}
+	var logTail []disk.Extent
+	readLogged := ch.read
+	ch.read = func(e disk.Extent) ([]byte, error) {
+		if e != f.journalHead {
+			logTail = append(logTail, e)
+		}
+		return readLogged(e)
+	}
 	payload, err := ch.decode(f.journalHead)
 	if err != nil {
 		return fmt.Errorf("journal log: %w", err)
@@ -262,6 +270,9 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 	// integrity check, so the head can never validate again.
 	w.at(f.journalHead.Start*ab, make([]byte, 128))
 	w.sync()
+	if w.err == nil {
+		f.trimAfter(jl, logTail)
+	}
 	return w.err
 }
 
