@@ -29,6 +29,9 @@ type FileInfo struct {
 func (f *FS) ReadFile(ino uint64) ([]byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return nil, f.failed
+	}
 	return f.readFile(ino)
 }
 
@@ -46,6 +49,9 @@ func (f *FS) readFile(ino uint64) ([]byte, error) {
 func (f *FS) Stat(ino uint64) (FileInfo, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return FileInfo{}, f.failed
+	}
 	e, err := f.userEntry(ino)
 	if err != nil {
 		return FileInfo{}, err
@@ -64,6 +70,9 @@ func (f *FS) Inodes() iter.Seq2[Inode, error] {
 	return func(yield func(Inode, error) bool) {
 		f.mu.RLock()
 		list, err := f.inodes()
+		if f.failed != nil {
+			list, err = nil, f.failed
+		}
 		f.mu.RUnlock()
 		for _, ino := range list {
 			if !yield(ino, nil) {

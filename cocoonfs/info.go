@@ -234,6 +234,9 @@ type Info struct {
 func (f *FS) Info() (*Info, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return nil, f.failed
+	}
 	hi, err := ReadHeaderInfo(f.dev)
 	if err != nil {
 		return nil, err

@@ -337,9 +337,14 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		w.at(extents[i].Start*ab, bufs[i])
 	}
 	w.sync()
+	if w.err != nil {
+		return nil, w.err // nothing committed: the image is unchanged
+	}
 	w.failSafe(f.journalHead.Start*ab, bufs[0])
 	if w.err != nil {
-		return nil, w.err
+		// The head may or may not have become valid: only reopening (and
+		// replaying, if it did) tells.
+		return nil, &uncertainCommitError{w.err}
 	}
 	done := &committed{nodes: nodes, jl: jl, tail: extents[1:]}
 	for i, r := range records {
@@ -348,6 +353,15 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	return done, nil
 }
+
+// uncertainCommitError: writing the journal head failed part way, so the
+// transaction may be committed on the medium.
+type uncertainCommitError struct{ err error }
+
+func (e *uncertainCommitError) Error() string {
+	return "cocoonfs: the commit was interrupted while writing the journal head; reopen the image to learn whether it took effect: " + e.err.Error()
+}
+func (e *uncertainCommitError) Unwrap() error { return e.err }
 
 // committed is what applying a just-written journal writes: the staged IO
 // blocks' contents at their targets and the rebuilt tree nodes. Replay

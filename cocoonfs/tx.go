@@ -40,6 +40,13 @@ func (f *FS) Begin() (*Tx, error) {
 		return nil, ErrReadOnlyFS
 	}
 	f.writer.Lock()
+	f.mu.RLock()
+	failed := f.failed
+	f.mu.RUnlock()
+	if failed != nil {
+		f.writer.Unlock()
+		return nil, failed
+	}
 	return &Tx{f: f, files: map[uint64]*txFile{}}, nil
 }
 
@@ -157,15 +164,24 @@ func (f *FS) commit(files map[uint64]*txFile, aux *AuxMetadata) error {
 		return err
 	}
 	c, err := f.writeJournal(p)
+	var uncertain *uncertainCommitError
+	if errors.As(err, &uncertain) {
+		f.failed = err
+	}
 	if err != nil {
 		return err
 	}
 	// Past the commit point: a failure from here on leaves a pending
 	// journal that the next read-write open replays.
 	if err := f.apply(c); err != nil {
-		return fmt.Errorf("cocoonfs: transaction committed but not yet applied (the next read-write open completes it): %w", err)
+		f.failed = fmt.Errorf("cocoonfs: transaction committed but not yet applied (the next read-write open completes it): %w", err)
+		return f.failed
 	}
-	return f.applyAndReload()
+	if err := f.applyAndReload(); err != nil {
+		f.failed = fmt.Errorf("cocoonfs: transaction committed, but reloading the image failed (reopen it): %w", err)
+		return f.failed
+	}
+	return nil
 }
 
 // plan builds the new state: new file contents, extents lists and index

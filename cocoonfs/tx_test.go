@@ -348,3 +348,42 @@ func TestTxTrim(t *testing.T) {
 	}
 	t.Logf("%d IO blocks of the removed file read as trimmed", zeroIO)
 }
+
+// TestTxFailurePastCommitPoint: the device fails right after the commit
+// point of a live commit. Commit reports it, the FS refuses further use
+// instead of serving a stale state, and a reopen replays to the new state.
+func TestTxFailurePastCommitPoint(t *testing.T) {
+	base := mkfsMem(t, 1<<20, &MkfsOptions{Files: map[uint64][]byte{20: []byte("old")}}).Bytes()
+	// A dry run finds the write that completes the journal head.
+	probe := blockdev.NewFaulty(blockdev.NewMemoryFrom(base, 512))
+	pf := openRW(t, probe)
+	tx, _ := pf.Begin()
+	tx.WriteFile(20, []byte("new"), 0)
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	headOff := int64(pf.journalHead.Start * pf.layout.AllocBlockSize())
+	commitWrite := 0
+	for _, op := range probe.Log() {
+		if op.Kind == blockdev.OpWrite && op.Off == headOff && op.Data[0] == 'C' {
+			commitWrite = op.Seq
+		}
+	}
+	mem := blockdev.NewMemoryFrom(base, 512)
+	dev := blockdev.NewFaulty(mem)
+	f := openRW(t, dev)
+	dev.CutAfter(dev.Writes() + commitWrite)
+	tx, _ = f.Begin()
+	tx.WriteFile(20, []byte("new"), 0)
+	if err := tx.Commit(t.Context()); err == nil {
+		t.Fatal("Commit succeeded on a failing device")
+	}
+	if _, err := f.ReadFile(20); err == nil {
+		t.Fatal("a failed FS still serves reads")
+	}
+	if _, err := f.Begin(); err == nil {
+		t.Fatal("a failed FS still begins transactions")
+	}
+	g := openRW(t, blockdev.NewMemoryFrom(mem.Bytes(), 512))
+	checkState(t, g, map[uint64][]byte{20: []byte("new")})
+}

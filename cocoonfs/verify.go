@@ -73,6 +73,9 @@ func (e *verifyError) Unwrap() error { return e.kind }
 func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*VerifyReport, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return &VerifyReport{}, f.failed
+	}
 	r := &VerifyReport{}
 	authFailed := false
 	l := f.layout
