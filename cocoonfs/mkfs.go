@@ -675,18 +675,31 @@ func (b *builder) writeChain(ch *chain, payload []byte) (disk.ExtentPtr, error) 
 // writeFile encrypts a file into one contiguous extent, referenced directly
 // when it is short enough and through an extents list otherwise.
 func (b *builder) writeFile(ino uint64, data []byte) (disk.ExtentPtr, error) {
-	f := b.f
-	ab := f.layout.AllocBlockSize()
-	c := f.keys.blockCipher(ino, subdomainData)
-	total := uint64(extentsLen(len(data), c.BlockSize()))
-	n := (total + ab - 1) / ab
-	e, err := b.alloc(n, 1)
-	if err != nil {
-		return 0, fmt.Errorf("inode %d (%d bytes): %w", ino, len(data), err)
-	}
-	ct, err := encryptExtents(c, data, int(n*ab))
+	ct, err := b.f.encryptFile(ino, data)
 	if err != nil {
 		return 0, err
+	}
+	return b.writeCiphertext(ino, ct, len(data))
+}
+
+// encryptFile encrypts a file's contents into the encrypted extents format,
+// sized to whole allocation blocks.
+func (f *FS) encryptFile(ino uint64, data []byte) ([]byte, error) {
+	ab := f.layout.AllocBlockSize()
+	c := f.keys.blockCipher(ino, subdomainData)
+	n := (uint64(extentsLen(len(data), c.BlockSize())) + ab - 1) / ab
+	return encryptExtents(c, data, int(n*ab))
+}
+
+// writeCiphertext allocates one contiguous extent for an encrypted file,
+// referenced directly when it is short enough and through an extents list
+// otherwise.
+func (b *builder) writeCiphertext(ino uint64, ct []byte, size int) (disk.ExtentPtr, error) {
+	f := b.f
+	n := uint64(len(ct)) / f.layout.AllocBlockSize()
+	e, err := b.alloc(n, 1)
+	if err != nil {
+		return 0, fmt.Errorf("inode %d (%d bytes): %w", ino, size, err)
 	}
 	b.put(e.Start, ct)
 	if n <= disk.MaxExtentAllocBlocks {

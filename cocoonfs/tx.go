@@ -30,7 +30,8 @@ type Tx struct {
 }
 
 type txFile struct {
-	data  []byte
+	ct    []byte // the contents, already encrypted: the transaction's own copy
+	size  int
 	flags uint32
 }
 
@@ -69,7 +70,14 @@ func (tx *Tx) WriteFile(ino uint64, data []byte, flags uint32) error {
 	if flags&^0xff != 0 {
 		return fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
 	}
-	tx.files[ino] = &txFile{data: slices.Clone(data), flags: flags}
+	// Encrypting now makes the transaction's private copy of data in one
+	// pass, outside the commit's exclusive lock. The key is the inode's own,
+	// independent of where the commit puts the file.
+	ct, err := tx.f.encryptFile(ino, data)
+	if err != nil {
+		return err
+	}
+	tx.files[ino] = &txFile{ct: ct, size: len(data), flags: flags}
 	return nil
 }
 
@@ -213,7 +221,7 @@ func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
 		tf := files[ino]
 		switch {
 		case tf != nil:
-			ptr, err := b.writeFile(ino, tf.data)
+			ptr, err := b.writeCiphertext(ino, tf.ct, tf.size)
 			if err != nil {
 				return nil, err
 			}
