@@ -6,6 +6,9 @@ set -euo pipefail
 
 # command -> Debian package
 declare -A tools=(
+	[zstd]=zstd
+	[fsverity]=fsverity
+	[veritysetup]=cryptsetup-bin
 	[openssl]=openssl
 )
 

@@ -1,0 +1,318 @@
+package merkle
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash"
+)
+
+// FuchsiaBlockSize is the node size of the Fuchsia blob Merkle tree: data
+// blocks and hash blocks are 8 KiB, so a hash block holds 256 digests.
+const FuchsiaBlockSize = 8192
+
+const (
+	fuchsiaDigestSize    = sha256.Size
+	fuchsiaHashesPerNode = FuchsiaBlockSize / fuchsiaDigestSize
+	fuchsiaIdentitySize  = 12
+)
+
+// Digest is a SHA-256 Merkle root; its String form names a blob.
+type Digest [32]byte
+
+// String returns the 64 lowercase hex characters Fuchsia uses as a blob name.
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// ParseDigest parses a blob name. Only the canonical form is accepted
+// (exactly 64 lowercase hex characters) so that one blob has one name.
+func ParseDigest(s string) (Digest, error) {
+	var d Digest
+	if len(s) != 2*len(d) {
+		return d, fmt.Errorf("%w %q: want %d hex characters, got %d", ErrInvalidName, s, 2*len(d), len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return d, fmt.Errorf("%w %q: character %d (%q) is not a lowercase hex digit", ErrInvalidName, s, i, c)
+		}
+	}
+	hex.Decode(d[:], []byte(s)) //nolint:errcheck // checked above
+	return d, nil
+}
+
+// fuchsiaHasher hashes nodes with their 12-byte identity prefix:
+// u64le(offset | level) || u32le(length). The offset counts bytes within the
+// level, and the level sits in the low bits (offsets are multiples of 8192).
+type fuchsiaHasher struct {
+	h   hash.Hash
+	buf [fuchsiaIdentitySize]byte
+	sum []byte
+}
+
+func newFuchsiaHasher() *fuchsiaHasher {
+	return &fuchsiaHasher{h: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+}
+
+var fuchsiaZeros [FuchsiaBlockSize]byte
+
+// node returns the digest of one node. length is the value of the identity's
+// length field; the node's bytes p are zero-padded to 8192, except that the
+// empty input (length 0) is hashed without padding, as every Fuchsia
+// implementation does.
+func (f *fuchsiaHasher) node(level int, offset int64, length int, p []byte) Digest {
+	binary.LittleEndian.PutUint64(f.buf[0:8], uint64(offset)|uint64(level))
+	binary.LittleEndian.PutUint32(f.buf[8:12], uint32(length))
+	f.h.Reset()
+	f.h.Write(f.buf[:])
+	f.h.Write(p)
+	if length != 0 && len(p) < FuchsiaBlockSize {
+		f.h.Write(fuchsiaZeros[:FuchsiaBlockSize-len(p)])
+	}
+	var d Digest
+	copy(d[:], f.h.Sum(f.sum[:0]))
+	return d
+}
+
+// leaf hashes data block i (level 0, length = the real byte count).
+func (f *fuchsiaHasher) leaf(i int64, p []byte) Digest {
+	return f.node(0, i*FuchsiaBlockSize, len(p), p)
+}
+
+// interior hashes hash block j of level (>= 1): the length field is always
+// 8192, even for a partly filled last block, which is zero-padded.
+func (f *fuchsiaHasher) interior(level int, j int64, p []byte) Digest {
+	return f.node(level, j*FuchsiaBlockSize, FuchsiaBlockSize, p)
+}
+
+// FuchsiaRoot returns the Merkle root of data: its blobfs/fxblob name.
+func FuchsiaRoot(data []byte) Digest {
+	b := NewFuchsiaBuilder()
+	b.Write(data) //nolint:errcheck // never fails
+	root, _ := b.Finish()
+	return root
+}
+
+// FuchsiaTreeSize returns the size of the tree Finish returns for a blob of
+// dataSize bytes: every level below the root, each zero-padded to whole
+// 8 KiB blocks. It is 0 when the blob fits in one block (the root is then
+// the leaf hash itself).
+func FuchsiaTreeSize(dataSize int64) int64 {
+	if dataSize < 0 {
+		return 0
+	}
+	var size int64
+	for n := fuchsiaBlocks(dataSize); n > 1; {
+		n = ceilDiv(n, fuchsiaHashesPerNode)
+		size += n * FuchsiaBlockSize
+	}
+	return size
+}
+
+// fuchsiaBlocks is the number of level-0 hashes: one per data block, and one
+// for the empty blob.
+func fuchsiaBlocks(dataSize int64) int64 { return max(1, ceilDiv(dataSize, FuchsiaBlockSize)) }
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
+
+// FuchsiaBuilder computes the Fuchsia Merkle root and tree of a stream. It
+// keeps one partial data block and the level-0 hashes (1/256 of the data),
+// so memory is proportional to the tree, not to the data. The zero value is
+// not usable; call NewFuchsiaBuilder. Not safe for concurrent use.
+type FuchsiaBuilder struct {
+	h      *fuchsiaHasher
+	block  []byte // the current partial data block
+	leaves []byte // level-0 hashes so far, 32 bytes each
+	size   int64
+}
+
+// NewFuchsiaBuilder returns a builder for one blob.
+func NewFuchsiaBuilder() *FuchsiaBuilder {
+	return &FuchsiaBuilder{h: newFuchsiaHasher(), block: make([]byte, 0, FuchsiaBlockSize)}
+}
+
+// Write adds p to the blob. It never fails.
+func (b *FuchsiaBuilder) Write(p []byte) (int, error) {
+	n := len(p)
+	b.size += int64(n)
+	if len(b.block) > 0 {
+		k := copy(b.block[len(b.block):FuchsiaBlockSize], p)
+		b.block = b.block[:len(b.block)+k]
+		p = p[k:]
+		if len(b.block) == FuchsiaBlockSize && len(p) > 0 {
+			b.addLeaf(b.block)
+			b.block = b.block[:0]
+		}
+	}
+	// Whole blocks straight from p, without copying. A block is only hashed
+	// once more data follows: the final block may be full or short, and
+	// which one is known only at Finish (the empty blob is special).
+	for len(p) > FuchsiaBlockSize {
+		b.addLeaf(p[:FuchsiaBlockSize])
+		p = p[FuchsiaBlockSize:]
+	}
+	if len(p) > 0 {
+		if len(b.block) == FuchsiaBlockSize {
+			b.addLeaf(b.block)
+			b.block = b.block[:0]
+		}
+		b.block = append(b.block, p...)
+	}
+	return n, nil
+}
+
+func (b *FuchsiaBuilder) addLeaf(p []byte) {
+	i := int64(len(b.leaves) / fuchsiaDigestSize)
+	d := b.h.leaf(i, p)
+	b.leaves = append(b.leaves, d[:]...)
+}
+
+// Size returns the number of bytes written so far.
+func (b *FuchsiaBuilder) Size() int64 { return b.size }
+
+// Finish returns the root and the tree. The tree holds every level below
+// the root in the layout blobfs stores ("padded" layout): level 0 (the data
+// block hashes) first, then level 1 and so on upwards, each level's hash list
+// zero-padded to whole 8 KiB blocks; the root itself is not included. The
+// tree is empty when the blob fits in one block. The builder must not be
+// used after Finish.
+func (b *FuchsiaBuilder) Finish() (root Digest, tree []byte) {
+	// The last block: short or full, or the empty block of an empty blob.
+	b.addLeaf(b.block)
+	b.block = b.block[:0]
+	if len(b.leaves) == fuchsiaDigestSize {
+		copy(root[:], b.leaves)
+		return root, nil
+	}
+	tree = make([]byte, 0, FuchsiaTreeSize(b.size))
+	level := b.leaves
+	for l := 1; ; l++ {
+		tree = append(tree, level...)
+		tree = append(tree, fuchsiaZeros[:padTo(len(level), FuchsiaBlockSize)]...)
+		next := fuchsiaHashLevel(b.h, l, level)
+		if len(next) == fuchsiaDigestSize {
+			copy(root[:], next)
+			return root, tree
+		}
+		level = next
+	}
+}
+
+// fuchsiaHashLevel hashes a level's hash list, 256 hashes per node, into the
+// hash list of the level above (level l).
+func fuchsiaHashLevel(h *fuchsiaHasher, l int, list []byte) []byte {
+	next := make([]byte, 0, ceilDiv(int64(len(list)), FuchsiaBlockSize)*fuchsiaDigestSize)
+	for j := int64(0); len(list) > 0; j++ {
+		n := min(len(list), FuchsiaBlockSize)
+		d := h.interior(l, j, list[:n])
+		next = append(next, d[:]...)
+		list = list[n:]
+	}
+	return next
+}
+
+// padTo returns how many bytes pad n up to a multiple of m.
+func padTo(n, m int) int { return (m - n%m) % m }
+
+// FuchsiaVerifier checks blocks of one blob against its trusted root, using
+// a tree that was checked against that root when the verifier was made. It
+// is immutable and safe for concurrent use.
+type FuchsiaVerifier struct {
+	root    Digest
+	size    int64
+	nblocks int64
+	leaves  []byte // level-0 hashes (verified), 32 bytes per block
+}
+
+// NewFuchsiaVerifier checks tree (in the layout Finish returns) against the
+// trusted root for a blob of dataSize bytes and returns a verifier for the
+// blob's blocks. A tree of the wrong size, or one that does not hash to the
+// root (any flipped bit, padding included), is an ErrIntegrity. For blobs of
+// at most one block the tree is empty and the root is the leaf hash itself;
+// for the empty blob the root is checked right here. The verifier keeps its
+// own copy of the level-0 hashes, so later changes to tree have no effect.
+func NewFuchsiaVerifier(root Digest, dataSize int64, tree []byte) (*FuchsiaVerifier, error) {
+	if dataSize < 0 {
+		return nil, fmt.Errorf("merkle: negative blob size %d", dataSize)
+	}
+	if want := FuchsiaTreeSize(dataSize); int64(len(tree)) != want {
+		return nil, fmt.Errorf("%w: Merkle tree of blob %s is %d bytes, want %d for %d data bytes", ErrIntegrity, root, len(tree), want, dataSize)
+	}
+	v := &FuchsiaVerifier{root: root, size: dataSize, nblocks: fuchsiaBlocks(dataSize)}
+	h := newFuchsiaHasher()
+	if dataSize == 0 {
+		if h.leaf(0, nil) != root {
+			return nil, fmt.Errorf("%w: blob %s: the empty blob's root is %s", ErrIntegrity, root, h.leaf(0, nil))
+		}
+		return v, nil
+	}
+	if v.nblocks == 1 {
+		return v, nil
+	}
+	// Recompute every level above 0 from the stored level below it and
+	// compare with the stored level (or, at the top, with the root). Each
+	// stored level is hashed including its zero padding, so every byte of
+	// the tree is covered.
+	rest := tree
+	count := v.nblocks
+	var levels [][]byte
+	for count > 1 {
+		n := ceilDiv(count, fuchsiaHashesPerNode) * FuchsiaBlockSize
+		levels = append(levels, rest[:n])
+		rest = rest[n:]
+		count = ceilDiv(count, fuchsiaHashesPerNode)
+	}
+	for i, lv := range levels {
+		next := fuchsiaHashLevel(h, i+1, lv)
+		if i == len(levels)-1 {
+			if Digest(next) != root {
+				return nil, fmt.Errorf("%w: Merkle tree of blob %s does not match its root", ErrIntegrity, root)
+			}
+			break
+		}
+		if string(next) != string(levels[i+1][:len(next)]) {
+			return nil, fmt.Errorf("%w: Merkle tree of blob %s: level %d does not match level %d", ErrIntegrity, root, i+1, i)
+		}
+	}
+	v.leaves = append([]byte(nil), tree[:v.nblocks*fuchsiaDigestSize]...)
+	return v, nil
+}
+
+// Size returns the blob size the verifier was made for.
+func (v *FuchsiaVerifier) Size() int64 { return v.size }
+
+// VerifyBlocks checks data, which must be the consecutive 8 KiB blocks of
+// the blob starting at block firstBlock (the blob's last block may be
+// short, and must then be exactly as long as it is in the blob). Only the
+// leaf hashes of those blocks are computed: the tree above them was checked
+// once by NewFuchsiaVerifier. A mismatch is an ErrIntegrity naming the first
+// bad block; data that does not cover whole blocks is a plain error. Empty
+// data checks nothing (except for the empty blob, where it is the blob).
+func (v *FuchsiaVerifier) VerifyBlocks(firstBlock int64, data []byte) error {
+	if firstBlock < 0 || firstBlock >= v.nblocks {
+		return fmt.Errorf("merkle: blob %s: block %d out of range (the blob has %d)", v.root, firstBlock, v.nblocks)
+	}
+	start := firstBlock * FuchsiaBlockSize
+	if int64(len(data)) > v.size-start || (len(data)%FuchsiaBlockSize != 0 && int64(len(data)) != v.size-start) {
+		return fmt.Errorf("merkle: blob %s: %d bytes at block %d are not whole blocks of the %d-byte blob", v.root, len(data), firstBlock, v.size)
+	}
+	h := newFuchsiaHasher()
+	if v.size == 0 {
+		return nil // the root was checked against the empty blob already
+	}
+	for i := firstBlock; len(data) > 0; i++ {
+		n := min(len(data), FuchsiaBlockSize)
+		d := h.leaf(i, data[:n])
+		var want []byte
+		if v.nblocks == 1 {
+			want = v.root[:]
+		} else {
+			want = v.leaves[i*fuchsiaDigestSize : (i+1)*fuchsiaDigestSize]
+		}
+		if string(d[:]) != string(want) {
+			return fmt.Errorf("%w: blob %s: data block %d (bytes %d..%d) does not match the Merkle tree", ErrIntegrity, v.root, i, i*FuchsiaBlockSize, i*FuchsiaBlockSize+int64(n))
+		}
+		data = data[n:]
+	}
+	return nil
+}
