@@ -29,7 +29,9 @@ reference cocoonfs tool.
 
 info, ls, read and verify open images read-only and never write to them;
 mkfs creates images, and write and rm change them in journaled, all-or-nothing
-transactions.`
+transactions. blob keeps a content-addressed store whose every read is
+verified; merkle, fsverity and dmverity compute and check the Fuchsia, Linux
+fs-verity and dm-verity hash trees.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    0  success
@@ -56,7 +58,9 @@ func newRootCommand(g *globalOptions) *cobra.Command {
   sealfs read -k disk.key disk.img 42 -o nv.bin
   sealfs verify -k disk.key disk.img
   sealfs write -k disk.key disk.img 42 nv.bin
-  sealfs rm -k disk.key disk.img 42`,
+  sealfs rm -k disk.key disk.img 42
+  sealfs blob put ./store update.bin
+  sealfs fsverity update.bin`,
 		// execute prints errors once, in our format; cobra's usage dump
 		// after every error would bury the message.
 		SilenceErrors: true,
@@ -69,7 +73,9 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
 	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g))
+	root.AddCommand(newMerkleCommand(g), newFsverityCommand(g), newDmverityCommand(g))
 	root.AddCommand(newAuxCommand(g))
+	root.AddCommand(newBlobCommand(g))
 	return root
 }
 
