@@ -1,6 +1,6 @@
 module github.com/sealfs/sealfs
 
-go 1.24
+go 1.24.0
 
 require (
 	github.com/emmansun/gmsm v0.15.5
@@ -12,6 +12,7 @@ require (
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	golang.org/x/sys v0.26.0 // indirect
+	golang.org/x/crypto v0.48.0 // indirect
+	golang.org/x/sys v0.41.0 // indirect
 	golang.org/x/tools v0.26.0 // indirect
 )
