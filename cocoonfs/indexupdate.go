@@ -343,8 +343,6 @@ func (t *mtree) finish(inPlace map[uint64][]byte) (entryLeaf uint64, err error) 
 			leaf.dirty = true
 		}
 	}
-	c := t.f.keys.blockCipher(inoIndexRoot, subdomainData)
-	bs := uint64(c.BlockSize())
 	ab := t.f.layout.AllocBlockSize()
 	var write func(n *mnode) (disk.BlockPtr, error)
 	write = func(n *mnode) (disk.BlockPtr, error) {
@@ -375,18 +373,14 @@ func (t *mtree) finish(inPlace map[uint64][]byte) (entryLeaf uint64, err error) 
 		if err != nil || !n.dirty {
 			return self, err
 		}
-		var pt []byte
+		var blk []byte
 		size := t.intSize
 		if n.level == 1 {
 			size = t.leafSize
-			pt, err = disk.EncodeLeafNode(disk.LeafNode{Next: n.nextPtr, Entries: n.entries}, int((size-bs)/bs*bs))
+			blk, err = t.f.encryptIndexNode(&disk.LeafNode{Next: n.nextPtr, Entries: n.entries}, nil)
 		} else {
-			pt, err = disk.EncodeInternalNode(disk.InternalNode{Level: n.level, Children: n.kidPtrs, Keys: n.keys}, int((size-bs)/bs*bs))
+			blk, err = t.f.encryptIndexNode(nil, &disk.InternalNode{Level: n.level, Children: n.kidPtrs, Keys: n.keys})
 		}
-		if err != nil {
-			return 0, err
-		}
-		blk, err := encryptBlock(c, pt, int(size))
 		if err != nil {
 			return 0, err
 		}

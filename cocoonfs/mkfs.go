@@ -708,6 +708,27 @@ func (b *builder) writeCiphertext(ino uint64, ct []byte, size int) (disk.ExtentP
 	return b.writeChain(f.newChain(ino, subdomainExtentsList, 0, nil), disk.AppendExtentsList(nil, []disk.Extent{e}))
 }
 
+// encryptIndexNode encodes one inode index node (a leaf or an internal
+// node) and encrypts it as an encrypted block of the node's size.
+func (f *FS) encryptIndexNode(leaf *disk.LeafNode, inner *disk.InternalNode) ([]byte, error) {
+	l := f.layout
+	c := f.keys.blockCipher(inoIndexRoot, subdomainData)
+	bs := uint64(c.BlockSize())
+	var pt []byte
+	var err error
+	size := l.IndexInternalSize()
+	if leaf != nil {
+		size = l.IndexLeafSize()
+		pt, err = disk.EncodeLeafNode(*leaf, int((size-bs)/bs*bs))
+	} else {
+		pt, err = disk.EncodeInternalNode(*inner, int((size-bs)/bs*bs))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return encryptBlock(c, pt, int(size))
+}
+
 // split divides n items into the fewest groups of at most per items, as
 // evenly as possible (so every group stays above the minimum fill).
 func split(n, per int) []int {
@@ -799,24 +820,8 @@ func (b *builder) buildIndex(entries []disk.LeafEntry, entryLeaf disk.Extent) er
 			leaves[0].leaf.Entries[i].Ptr = rootPtr
 		}
 	}
-	c := f.keys.blockCipher(inoIndexRoot, subdomainData)
-	for _, n := range leaves {
-		pt, err := disk.EncodeLeafNode(*n.leaf, leafB)
-		if err != nil {
-			return err
-		}
-		blk, err := encryptBlock(c, pt, int(leafSize))
-		if err != nil {
-			return err
-		}
-		b.put(n.ext.Start, blk)
-	}
-	for _, n := range inner {
-		pt, err := disk.EncodeInternalNode(*n.inner, intB)
-		if err != nil {
-			return err
-		}
-		blk, err := encryptBlock(c, pt, int(intSize))
+	for _, n := range append(leaves, inner...) {
+		blk, err := f.encryptIndexNode(n.leaf, n.inner)
 		if err != nil {
 			return err
 		}
