@@ -10,6 +10,12 @@ declare -A tools=(
 	[fsverity]=fsverity
 	[veritysetup]=cryptsetup-bin
 	[openssl]=openssl
+	[mke2fs]=e2fsprogs
+	[debugfs]=e2fsprogs
+	[nbdinfo]=libnbd-bin
+	[nbdcopy]=libnbd-bin
+	[qemu-io]=qemu-utils
+	[qemu-img]=qemu-utils
 )
 
 missing=()

@@ -31,7 +31,8 @@ info, ls, read and verify open images read-only and never write to them;
 mkfs creates images, and write and rm change them in journaled, all-or-nothing
 transactions. blob keeps a content-addressed store whose every read is
 verified; merkle, fsverity and dmverity compute and check the Fuchsia, Linux
-fs-verity and dm-verity hash trees.`
+fs-verity and dm-verity hash trees. bd makes and serves (over NBD) block
+devices that are encrypted, authenticated, or both.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    0  success
@@ -60,7 +61,8 @@ func newRootCommand(g *globalOptions) *cobra.Command {
   sealfs write -k disk.key disk.img 42 nv.bin
   sealfs rm -k disk.key disk.img 42
   sealfs blob put ./store update.bin
-  sealfs fsverity update.bin`,
+  sealfs fsverity update.bin
+  sealfs bd serve disk.img --variant vericrypt --key-file k --mac-key-file m --root HEX`,
 		// execute prints errors once, in our format; cobra's usage dump
 		// after every error would bury the message.
 		SilenceErrors: true,
@@ -76,6 +78,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.AddCommand(newMerkleCommand(g), newFsverityCommand(g), newDmverityCommand(g))
 	root.AddCommand(newAuxCommand(g))
 	root.AddCommand(newBlobCommand(g))
+	root.AddCommand(newBdCommand(g))
 	return root
 }
 
