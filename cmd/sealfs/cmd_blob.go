@@ -174,15 +174,22 @@ func runBlobPut(_ context.Context, opts *blobOptions, args []string, stdin io.Re
 	return writeJSON(stdout, blobPutResult{Name: name.String(), Size: info.Size, Present: present})
 }
 
-func runBlobGet(_ context.Context, opts *blobOptions, args []string, _ io.Reader, stdout, _ io.Writer) error {
+// openBlobStoreName takes the STORE NAME arguments of get and stat: it
+// checks them and opens the existing store.
+func openBlobStoreName(args []string) (*blob.Store, merkle.Digest, error) {
 	if err := blobArgs(args, 2, 2, "STORE", "NAME"); err != nil {
-		return err
+		return nil, merkle.Digest{}, err
 	}
 	name, err := parseBlobName(args[1])
 	if err != nil {
-		return err
+		return nil, merkle.Digest{}, err
 	}
 	s, err := openBlobStore(args[0], false)
+	return s, name, err
+}
+
+func runBlobGet(_ context.Context, opts *blobOptions, args []string, _ io.Reader, stdout, _ io.Writer) error {
+	s, name, err := openBlobStoreName(args)
 	if err != nil {
 		return err
 	}
@@ -281,14 +288,7 @@ func runBlobLs(_ context.Context, opts *blobOptions, args []string, _ io.Reader,
 }
 
 func runBlobStat(_ context.Context, opts *blobOptions, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	if err := blobArgs(args, 2, 2, "STORE", "NAME"); err != nil {
-		return err
-	}
-	name, err := parseBlobName(args[1])
-	if err != nil {
-		return err
-	}
-	s, err := openBlobStore(args[0], false)
+	s, name, err := openBlobStoreName(args)
 	if err != nil {
 		return err
 	}
