@@ -75,3 +75,21 @@ func (l *Layout) ReadFile(in *Inode) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// decompressChunk returns the whole uncompressed contents of a compressed
+// chunk blob, refusing more than MaxChunkSize bytes.
+func decompressChunk(d Digest, stored []byte) ([]byte, error) {
+	dec, err := zstd.NewReader(bytes.NewReader(stored), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(4*MaxChunkSize))
+	if err != nil {
+		return nil, fmt.Errorf("image: chunk %s: %w", d, err)
+	}
+	defer dec.Close()
+	out, err := io.ReadAll(io.LimitReader(dec, MaxChunkSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("image: chunk %s: zstd: %w: %w", d, err, errs.ErrCorrupt)
+	}
+	if len(out) > MaxChunkSize {
+		return nil, fmt.Errorf("image: chunk %s: decompresses to more than %d bytes: %w", d, MaxChunkSize, errs.ErrCorrupt)
+	}
+	return out, nil
+}

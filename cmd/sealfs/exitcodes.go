@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/sealfs/sealfs/cocoonfs"
+	"github.com/sealfs/sealfs/errs"
 )
 
 // Exit codes. They are part of the CLI's interface (scripts test them), so
@@ -73,7 +74,7 @@ func exitCode(err error) int {
 	case errors.Is(err, cocoonfs.ErrNoSpace):
 		return ExitNoSpace
 	case errors.Is(err, cocoonfs.ErrCorrupt), errors.Is(err, cocoonfs.ErrNotCocoonFS),
-		errors.Is(err, cocoonfs.ErrUnsupportedAlgorithm):
+		errors.Is(err, cocoonfs.ErrUnsupportedAlgorithm), errors.Is(err, errs.ErrUnsupported):
 		return ExitCorrupt
 	case errors.Is(err, fs.ErrNotExist):
 		return ExitNotFound

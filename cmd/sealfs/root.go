@@ -79,6 +79,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.AddCommand(newAuxCommand(g))
 	root.AddCommand(newBlobCommand(g))
 	root.AddCommand(newBdCommand(g))
+	root.AddCommand(newImageCommand(g))
 	return root
 }
 

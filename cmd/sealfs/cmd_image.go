@@ -1,0 +1,68 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/sealfs/sealfs/image"
+	"github.com/spf13/cobra"
+)
+
+const ociImageLong = `PuzzleFS container images (manifest version 3), interoperable with the
+puzzlefs tool: an OCI image layout whose manifests point at a Cap'n Proto
+metadata blob and at content-defined (FastCDC) chunks named by their sha256,
+shared between every image in the layout.
+
+An image is named OCIDIR:TAG. The root of trust is the fs-verity digest of
+the image's manifest blob, printed by 'image build'; given with --digest, it
+checks the whole chain (manifest, metadata, every chunk) before any byte is
+used. Without --digest every blob is still checked against its sha256 name.
+
+Exit status 4 means a blob failed its sha256 or fs-verity check, 5 that the
+layout or metadata is malformed or of an unsupported kind, 6 that the tag
+does not exist.`
+
+// imageSubcommands are the 'image' subcommands; each file registers its own
+// in an init function so that they stay independent.
+var imageSubcommands []func(g *globalOptions) *cobra.Command
+
+func newImageCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Build, extract and mount PuzzleFS container images",
+		Long:  ociImageLong,
+		Example: `  sealfs image build rootfs/ oci:v1
+  sealfs image build --base v1 rootfs-v2/ oci:v2
+  sealfs image extract --digest HEX oci:v2 out/
+  sealfs image mount --digest HEX oci:v2 /mnt/v2`,
+	}
+	for _, sub := range imageSubcommands {
+		cmd.AddCommand(sub(g))
+	}
+	return cmd
+}
+
+// parseImageRef splits OCIDIR:TAG at its last colon (OCIDIR may contain
+// colons; tags may not).
+func parseImageRef(ref string) (dir, tag string, err error) {
+	i := strings.LastIndexByte(ref, ':')
+	if i <= 0 || i == len(ref)-1 {
+		return "", "", usageErrorf("image %q: want OCIDIR:TAG", ref)
+	}
+	dir, tag = ref[:i], ref[i+1:]
+	if strings.ContainsAny(tag, "/") {
+		return "", "", usageErrorf("image %q: tag %q may not contain '/'", ref, tag)
+	}
+	return dir, tag, nil
+}
+
+// parseRootDigest parses an optional --digest value; "" means none.
+func parseRootDigest(s string) (*image.Digest, error) {
+	if s == "" {
+		return nil, nil
+	}
+	d, err := image.ParseVerityDigest(s)
+	if err != nil {
+		return nil, usageErrorf("--digest: want the 64 hex digits 'image build' printed")
+	}
+	return &d, nil
+}
