@@ -1,0 +1,221 @@
+package image
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sealfs/sealfs/errs"
+)
+
+// emptyConfig is the OCI empty JSON blob, "{}".
+var emptyConfig = []byte("{}")
+
+// createLayout opens the OCI layout in dir, creating it (and dir) if it
+// does not exist yet. A directory that exists and is not empty must already
+// be a layout.
+func createLayout(dir string) (*Layout, error) {
+	if l, err := OpenLayout(dir); err == nil {
+		return l, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		for _, e := range ents {
+			if e.Name() == "oci-layout" {
+				return nil, fmt.Errorf("image: %s: oci-layout exists but the layout does not open: %w", dir, errs.ErrCorrupt)
+			}
+		}
+		return nil, fmt.Errorf("image: %s is neither an OCI layout nor empty", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if err := writeFileAtomic(dir, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return nil, err
+	}
+	return &Layout{dir: dir}, nil
+}
+
+// writeFileAtomic replaces dir/name with data: a synced temporary file
+// renamed over it, then the directory synced.
+func writeFileAtomic(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("image: writing %s: %w", name, err)
+	}
+	return syncLayoutDir(dir)
+}
+
+func syncLayoutDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("image: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// putBlob stores b under its sha256 name unless an intact copy is there
+// already, and reports whether it wrote it. A blob file whose bytes do not
+// match its name (left by a crash or damaged) is replaced. Blobs are not
+// synced one by one; syncBlobs makes them durable before anything refers
+// to them.
+func (l *Layout) putBlob(b []byte) (Digest, bool, error) {
+	d := Digest(sha256.Sum256(b))
+	p := l.BlobPath(d)
+	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(b)) {
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, b) {
+			return d, false, nil
+		}
+	}
+	dir := filepath.Dir(p)
+	f, err := os.CreateTemp(dir, ".blob.tmp-*")
+	if err != nil {
+		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
+	}
+	return d, true, nil
+}
+
+// syncBlobs makes every blob written so far durable: one syncfs of the
+// file system holding the layout instead of an fsync per chunk, then the
+// blob directory itself.
+func (l *Layout) syncBlobs() error {
+	dir := filepath.Join(l.dir, "blobs", "sha256")
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("image: syncfs %s: %w", dir, err)
+	}
+	runtime.KeepAlive(d)
+	return syncLayoutDir(dir)
+}
+
+// canonicalJSON encodes v the way puzzlefs's OCI library writes JSON: keys
+// sorted, no white space, no HTML escaping, no trailing newline.
+func canonicalJSON(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var generic any
+	if err := dec.Decode(&generic); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(generic); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// lockLayout takes an exclusive lock on the layout directory, held while
+// index.json is read and replaced, so concurrent builds into one layout do
+// not lose each other's tags.
+func (l *Layout) lockLayout() (unlock func(), err error) {
+	d, err := os.Open(l.dir)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("image: lock %s: %w", l.dir, err)
+	}
+	return func() { d.Close() }, nil
+}
+
+// setTag points tag at the manifest desc in index.json, replacing an entry
+// with the same tag and keeping every other entry and field as it is.
+func (l *Layout) setTag(tag string, desc Descriptor) error {
+	unlock, err := l.lockLayout()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	index := map[string]any{}
+	raw, err := readSmall(filepath.Join(l.dir, "index.json"), maxJSONSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		index["schemaVersion"] = 2
+	case err != nil:
+		return err
+	default:
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&index); err != nil {
+			return fmt.Errorf("image: index.json: %w: %w", err, errs.ErrCorrupt)
+		}
+	}
+	var kept []any
+	if old, ok := index["manifests"].([]any); ok {
+		for _, m := range old {
+			if e, ok := m.(map[string]any); ok {
+				if a, ok := e["annotations"].(map[string]any); ok && a[AnnotationRefName] == tag {
+					continue
+				}
+			}
+			kept = append(kept, m)
+		}
+	}
+	index["manifests"] = append(kept, desc)
+	out, err := canonicalJSON(index)
+	if err != nil {
+		return fmt.Errorf("image: index.json: %w", err)
+	}
+	return writeFileAtomic(l.dir, "index.json", out)
+}
+
+// ociArch is the platform architecture puzzlefs records: the build
+// machine's, in OCI (= Go) naming.
+func ociArch() string { return runtime.GOARCH }
