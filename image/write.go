@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,7 +26,11 @@ var emptyConfig = []byte("{}")
 // be a layout.
 func createLayout(dir string) (*Layout, error) {
 	if l, err := OpenLayout(dir); err == nil {
-		return l, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755)
+		if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+			return nil, fmt.Errorf("image: %w", err)
+		}
+		l.removeStaleTemps()
+		return l, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -119,6 +125,28 @@ func (l *Layout) putBlob(b []byte) (Digest, bool, error) {
 		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
 	}
 	return d, true, nil
+}
+
+// staleTemp is how old a build's temporary blob must be before a later
+// build removes it: an interrupted build leaves them behind, a running one
+// renames them within moments.
+const staleTemp = time.Hour
+
+// removeStaleTemps removes temporary blob files left by interrupted builds.
+func (l *Layout) removeStaleTemps() {
+	dir := filepath.Join(l.dir, "blobs", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".blob.tmp-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // syncBlobs makes every blob written so far durable: one syncfs of the
