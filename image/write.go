@@ -104,10 +104,41 @@ func (l *Layout) putBlob(b []byte) (Digest, bool, error) {
 			return d, false, nil
 		}
 	}
+	if err := writeNewFile(p, b); err != nil {
+		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
+	}
+	return d, true, nil
+}
+
+// writeNewFile makes p a file holding b, replacing whatever is there, so
+// that p never names a partial file: an unnamed O_TMPFILE file linked into
+// place when it is complete (nothing is left behind if the build dies), or,
+// where the file system lacks O_TMPFILE, a temporary name renamed over p.
+func writeNewFile(p string, b []byte) error {
 	dir := filepath.Dir(p)
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err == nil {
+		f := os.NewFile(uintptr(fd), p)
+		_, err = f.Write(b)
+		if err == nil {
+			err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, p, unix.AT_SYMLINK_FOLLOW)
+			if errors.Is(err, unix.EEXIST) { // a damaged blob: replace it
+				if err = os.Remove(p); err == nil {
+					err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, p, unix.AT_SYMLINK_FOLLOW)
+				}
+			}
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil || !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		// /proc is not mounted: fall back to a named temporary file.
+	}
 	f, err := os.CreateTemp(dir, ".blob.tmp-*")
 	if err != nil {
-		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
+		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(b)
@@ -122,9 +153,8 @@ func (l *Layout) putBlob(b []byte) (Digest, bool, error) {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return d, false, fmt.Errorf("image: blob %s: %w", d, err)
 	}
-	return d, true, nil
+	return err
 }
 
 // staleTemp is how old a build's temporary blob must be before a later
