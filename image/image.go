@@ -115,7 +115,7 @@ func (im *Image) ReadDir(dir *Inode) ([]DirEntry, error) {
 	seen := map[string]bool{}
 	var out []DirEntry
 	d := dir
-	for layer := im.layerOf(dir); ; layer++ {
+	for layer := im.layerOf(dir); ; {
 		for _, e := range d.Dir.Entries {
 			if seen[string(e.Name)] {
 				continue
@@ -132,11 +132,8 @@ func (im *Image) ReadDir(dir *Inode) ([]DirEntry, error) {
 		if !d.Dir.LookBelow {
 			break
 		}
-		d = im.below(dir.Ino, layer)
-		if d == nil {
-			break
-		}
-		if d.Type != TypeDir {
+		d, layer = im.below(dir.Ino, layer)
+		if d == nil || d.Type != TypeDir {
 			break
 		}
 	}
@@ -154,14 +151,15 @@ func (im *Image) layerOf(in *Inode) int {
 	return len(im.Rootfs.Layers)
 }
 
-// below returns inode ino from the first layer under layer that has it.
-func (im *Image) below(ino uint64, layer int) *Inode {
+// below returns inode ino from the first layer under layer that has it,
+// and that layer's index.
+func (im *Image) below(ino uint64, layer int) (*Inode, int) {
 	for i := layer + 1; i < len(im.Rootfs.Layers); i++ {
 		if f := im.Rootfs.Layers[i].Find(ino); f != nil {
-			return f
+			return f, i
 		}
 	}
-	return nil
+	return nil, len(im.Rootfs.Layers)
 }
 
 // Lookup returns the inode that name resolves to in dir. A missing or

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -146,5 +147,38 @@ func TestReadAt(t *testing.T) {
 		if (end < c.off+c.n) != (err == io.EOF) {
 			t.Errorf("ReadAt(%d, %d) err = %v", c.off, c.n, err)
 		}
+	}
+}
+
+// TestLookBelow: a directory flagged lookBelow shows the entries of the same
+// directory in lower layers too, except names it shadows or whites out.
+func TestLookBelow(t *testing.T) {
+	r := &Rootfs{ManifestVersion: ManifestVersion, Layers: []Layer{
+		{Inodes: []Inode{
+			{Ino: RootIno, Type: TypeDir, Permissions: 0o755, Dir: &Dir{LookBelow: true, Entries: []DirEntry{{5, []byte("top")}, {6, []byte("gone")}}}},
+			{Ino: 5, Type: TypeFifo, Permissions: 0o644},
+			{Ino: 6, Type: TypeWhiteout, Permissions: 0o644},
+		}},
+		{Inodes: []Inode{
+			{Ino: RootIno, Type: TypeDir, Permissions: 0o755, Dir: &Dir{Entries: []DirEntry{{2, []byte("gone")}, {3, []byte("lower")}, {5, []byte("top")}}}},
+			{Ino: 2, Type: TypeFifo, Permissions: 0o644},
+			{Ino: 3, Type: TypeFifo, Permissions: 0o644},
+		}},
+	}}
+	l, _ := newLayout(t, encodeRootfs(t, r), MediaTypeChunk)
+	im, err := l.OpenImage("t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := im.ReadDir(im.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, fmt.Sprintf("%s=%d", e.Name, e.Ino))
+	}
+	if got := strings.Join(names, ","); got != "lower=3,top=5" {
+		t.Errorf("entries %s, want lower=3,top=5", got)
 	}
 }

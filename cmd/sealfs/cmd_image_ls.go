@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/sealfs/sealfs/image"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	imageSubcommands = append(imageSubcommands, newImageLsCommand, newImageDuCommand)
+}
+
+// imageLsOptions are the flags of 'image ls' and 'image du'.
+type imageLsOptions struct {
+	JSON bool // the global --json flag
+}
+
+const imageLsLong = `List the images of the OCI layout OCIDIR, one line per tag, in index.json
+order: the tag, the first 12 hex digits of its manifest's sha256, its
+regular files (hard links counted once), their total size (logical), and
+the bytes of the blobs it needs in the layout (stored: manifest, config,
+metadata and every chunk its files reference, each once; chunks shared with
+other images included). Sizes are shown in binary units with the exact
+byte count; --json gives every field in bytes.
+
+The manifests and metadata are read and checked against their sha256
+names; chunks are only measured. Exit status 4 means a manifest or metadata
+blob failed its check, 5 that the layout is malformed or lacks one.`
+
+const imageDuLong = `Show how the blobs of the OCI layout OCIDIR are used: how many blobs and
+bytes are shared by two images or more, unique to one image, and garbage
+(referenced by no image: what a garbage collection would free), and the
+total in blobs/sha256; then, for each image, the bytes only it references,
+which removing it would free. An image references its manifest, config and
+metadata blobs and every chunk any layer of its metadata names, so the
+chunks a layered image inherits from its base count as referenced. Blobs an
+image references but the layout lacks are counted as missing.
+
+Exit status 4 means a manifest or metadata blob failed its sha256 check, 5
+that the layout is malformed or lacks one.`
+
+func newImageLsCommand(g *globalOptions) *cobra.Command {
+	return newImageLsSub(g, "ls OCIDIR", "List the images of a layout with their sizes", imageLsLong,
+		`  sealfs image ls oci
+  sealfs --json image ls oci`, runImageLs)
+}
+
+func newImageDuCommand(g *globalOptions) *cobra.Command {
+	return newImageLsSub(g, "du OCIDIR", "Show shared, unique and garbage bytes of a layout", imageDuLong,
+		`  sealfs image du oci
+  sealfs --json image du oci`, runImageDu)
+}
+
+func newImageLsSub(g *globalOptions, use, short, long, example string, run func(context.Context, *imageLsOptions, []string, io.Writer) error) *cobra.Command {
+	opts := &imageLsOptions{}
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, Example: example}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		opts.JSON = g.JSON
+		if err := run(cmd.Context(), opts, args, cmd.OutOrStdout()); err != nil {
+			return &runError{err}
+		}
+		return nil
+	}
+	return cmd
+}
+
+// imageLsUsage opens OCIDIR and accounts for its blobs.
+func imageLsUsage(args []string) (*image.Usage, error) {
+	if err := needArgs(args, "OCIDIR"); err != nil {
+		return nil, err
+	}
+	l, err := image.OpenLayout(args[0])
+	if err != nil {
+		return nil, imageExtractError(err, ExitError)
+	}
+	u, err := l.Usage()
+	if err != nil {
+		// The manifests are listed in index.json: a missing one, or a
+		// missing rootfs, is a broken layout.
+		return nil, imageExtractError(err, ExitCorrupt)
+	}
+	return u, nil
+}
+
+// imageLsTag is one image in --json output.
+type imageLsTag struct {
+	Tag          string `json:"tag"`
+	Manifest     string `json:"manifest"`
+	RootfsSize   int64  `json:"rootfs_size"`
+	Files        int    `json:"files"`
+	LogicalBytes uint64 `json:"logical_bytes"`
+	Chunks       int    `json:"chunks"`
+	StoredBytes  int64  `json:"stored_bytes"`
+	UniqueBytes  int64  `json:"unique_bytes"`
+	Missing      int    `json:"missing"`
+}
+
+func imageLsTags(u *image.Usage) []imageLsTag {
+	out := []imageLsTag{}
+	for _, t := range u.Tags {
+		out = append(out, imageLsTag{
+			Tag: t.Tag, Manifest: t.Manifest.OCI(), RootfsSize: t.RootfsSize,
+			Files: t.Files, LogicalBytes: t.LogicalBytes, Chunks: t.Chunks,
+			StoredBytes: t.StoredBytes, UniqueBytes: t.UniqueBytes, Missing: t.Missing,
+		})
+	}
+	return out
+}
+
+func imageLsTagName(tag string) string {
+	if tag == "" {
+		return "(untagged)"
+	}
+	return tag
+}
+
+func runImageLs(_ context.Context, opts *imageLsOptions, args []string, stdout io.Writer) error {
+	u, err := imageLsUsage(args)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(stdout, struct {
+			Layout string       `json:"layout"`
+			Tags   []imageLsTag `json:"tags"`
+		}{args[0], imageLsTags(u)})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TAG\tMANIFEST\tFILES\tLOGICAL\tSTORED")
+	for _, t := range u.Tags {
+		stored := imageLsBytes(t.StoredBytes)
+		if t.Missing > 0 {
+			stored += fmt.Sprintf(", %d blobs missing", t.Missing)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", imageLsTagName(t.Tag), t.Manifest.String()[:12], t.Files, imageLsBytes(int64(t.LogicalBytes)), stored)
+	}
+	return tw.Flush()
+}
+
+// imageDuSet is a BlobSet in --json output.
+type imageDuSet struct {
+	Count int   `json:"count"`
+	Bytes int64 `json:"bytes"`
+}
+
+func runImageDu(_ context.Context, opts *imageLsOptions, args []string, stdout io.Writer) error {
+	u, err := imageLsUsage(args)
+	if err != nil {
+		return err
+	}
+	set := func(s image.BlobSet) imageDuSet { return imageDuSet(s) }
+	if opts.JSON {
+		return writeJSON(stdout, struct {
+			Layout  string       `json:"layout"`
+			Shared  imageDuSet   `json:"shared"`
+			Unique  imageDuSet   `json:"unique"`
+			Garbage imageDuSet   `json:"garbage"`
+			Total   imageDuSet   `json:"total"`
+			Missing int          `json:"missing"`
+			Tags    []imageLsTag `json:"tags"`
+		}{args[0], set(u.Shared), set(u.Unique), set(u.Garbage), set(u.Total), u.Missing, imageLsTags(u)})
+	}
+	blobs := func(s image.BlobSet) string {
+		if s.Count == 1 {
+			return "1 blob, " + imageLsBytes(s.Bytes)
+		}
+		return fmt.Sprintf("%d blobs, %s", s.Count, imageLsBytes(s.Bytes))
+	}
+	fields := []field{
+		{"images", fmt.Sprint(len(u.Tags))},
+		{"shared", blobs(u.Shared) + " (referenced by 2 or more images)"},
+		{"unique", blobs(u.Unique) + " (referenced by 1 image)"},
+		{"garbage", blobs(u.Garbage) + " (referenced by no image)"},
+		{"total", blobs(u.Total) + " in blobs/sha256"},
+	}
+	if u.Missing > 0 {
+		fields = append(fields, field{"missing", fmt.Sprintf("%d blobs referenced but absent", u.Missing)})
+	}
+	for _, t := range u.Tags {
+		fields = append(fields, field{"only " + imageLsTagName(t.Tag), imageLsBytes(t.UniqueBytes) + " of " + imageLsBytes(t.StoredBytes)})
+	}
+	return writeFields(stdout, fields)
+}
+
+// imageLsBytes shows a size in binary units with the exact byte count:
+// "15 B", "300.0 KiB (307200 B)".
+func imageLsBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 6 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f %ciB (%d B)", v, "KMGTPE"[u-1], n)
+}
