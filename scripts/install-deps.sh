@@ -16,6 +16,7 @@ declare -A tools=(
 	[nbdcopy]=libnbd-bin
 	[qemu-io]=qemu-utils
 	[qemu-img]=qemu-utils
+	[fusermount3]=fuse3
 )
 
 missing=()
