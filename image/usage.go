@@ -61,12 +61,13 @@ type TagUsage struct {
 
 // Usage accounts for the layout's blobs. An image references its manifest
 // blob, its config blob, its rootfs blob, the chunk layers of its manifest,
-// and every chunk any inode of any layer of its rootfs names: a delta
-// image's manifest lists only its new chunks, and the inodes of lower
-// layers keep their chunks alive, so that nothing an image can still
-// reach ever counts as garbage. Index entries without a tag are images
-// too. Every manifest and rootfs is read and checked against its sha256
-// (errs.ErrAuthentication); chunks are only stat'ed.
+// and every chunk of the files it shows (resolved top-down through its
+// layers, whiteouts hidden), so that nothing an image can still read ever
+// counts as garbage. Chunks only a hidden lower-layer inode names are not
+// references: a delta's top layer holds its whole tree. Index entries
+// without a tag are images too. Every manifest and rootfs is read and
+// checked against its sha256 (errs.ErrAuthentication); chunks are only
+// stat'ed.
 func (l *Layout) Usage() (*Usage, error) {
 	idx, err := l.Index()
 	if err != nil {
@@ -209,21 +210,15 @@ func (l *Layout) tagUsage(desc Descriptor) (TagUsage, map[Digest]bool, error) {
 	if err != nil {
 		return tu, nil, fmt.Errorf("rootfs %s: %w", m.RootfsDigest, err)
 	}
+	// The chunks an image needs are those of the files it shows (resolved
+	// top-down, whiteouts hidden), not every chunk of every layer: a delta
+	// built on a base holds the whole tree in its top layer, so the base's
+	// chunks may be gone without harm. The manifest's chunk layers count
+	// too, since OCI tools copy and keep them.
 	chunks := map[Digest]bool{}
-	for li := range r.Layers {
-		for _, in := range r.Layers[li].Inodes {
-			for _, c := range in.Chunks {
-				chunks[c.Blob.Digest] = true
-			}
-		}
-	}
 	for _, c := range m.Chunks {
 		d, _ := ParseDigest(c.Digest)
 		chunks[d] = true
-	}
-	tu.Chunks = len(chunks)
-	for d := range chunks {
-		set[d] = true
 	}
 	im := &Image{Layout: l, Manifest: m, Rootfs: r}
 	seen := map[uint64]bool{}
@@ -232,11 +227,18 @@ func (l *Layout) tagUsage(desc Descriptor) (TagUsage, map[Digest]bool, error) {
 			seen[in.Ino] = true
 			tu.Files++
 			tu.LogicalBytes += in.Size()
+			for _, c := range in.Chunks {
+				chunks[c.Blob.Digest] = true
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return tu, nil, err
+	}
+	tu.Chunks = len(chunks)
+	for d := range chunks {
+		set[d] = true
 	}
 	return tu, set, nil
 }

@@ -171,7 +171,7 @@ func TestImageLsDu(t *testing.T) {
 	code, stdout, stderr := runCLI(t, nil, "image", "ls", oci)
 	want := `^TAG +MANIFEST +FILES +LOGICAL +STORED\n` +
 		`v1 +5f3e11d54bb1 +4 +300\.0 KiB \(307227 B\) +302\.3 KiB \(309529 B\)\n` +
-		`v2 +a7ec05948b0e +4 +300\.1 KiB \(307252 B\) +578\.0 KiB \(591837 B\)\n$`
+		`v2 +a7ec05948b0e +4 +300\.1 KiB \(307252 B\) +303\.6 KiB \(310914 B\)\n$`
 	if code != 0 || !regexp.MustCompile(want).MatchString(stdout) {
 		t.Errorf("ls: exit %d\n%s%s\nwant %s", code, stdout, stderr, want)
 	}
@@ -181,18 +181,18 @@ func TestImageLsDu(t *testing.T) {
 	}
 	if code != 0 || json.Unmarshal([]byte(stdout), &ls) != nil || len(ls.Tags) != 2 ||
 		ls.Tags[1].Tag != "v2" || !strings.HasPrefix(ls.Tags[1].Manifest, "sha256:a7ec05948b0e") ||
-		ls.Tags[1].LogicalBytes != 307252 || ls.Tags[1].StoredBytes != 591837 || ls.Tags[1].Files != 4 {
+		ls.Tags[1].LogicalBytes != 307252 || ls.Tags[1].StoredBytes != 310914 || ls.Tags[1].Files != 4 {
 		t.Errorf("ls --json: exit %d\n%s", code, stdout)
 	}
 
 	code, stdout, _ = runCLI(t, nil, "image", "du", oci)
 	for _, re := range []string{
 		`(?m)^images: +2$`,
-		`(?m)^shared: +4 blobs, 300\.0 KiB \(307229 B\) \(referenced by 2 or more images\)$`,
-		`(?m)^unique: +6 blobs, 280\.2 KiB \(286908 B\)`,
+		`(?m)^shared: +2 blobs, 25\.7 KiB \(26306 B\) \(referenced by 2 or more images\)$`,
+		`(?m)^unique: +8 blobs, 554\.5 KiB \(567831 B\)`,
 		`(?m)^garbage: +0 blobs, 0 B`,
 		`(?m)^total: +10 blobs, 580\.2 KiB \(594137 B\)`,
-		`(?m)^only v1: +2\.2 KiB \(2300 B\) of 302\.3 KiB`,
+		`(?m)^only v1: +276\.6 KiB \(283223 B\) of 302\.3 KiB`,
 	} {
 		if code != 0 || !regexp.MustCompile(re).MatchString(stdout) {
 			t.Errorf("du: exit %d, output does not match %s:\n%s", code, re, stdout)

@@ -36,8 +36,9 @@ bytes are shared by two images or more, unique to one image, and garbage
 (referenced by no image: what a garbage collection would free), and the
 total in blobs/sha256; then, for each image, the bytes only it references,
 which removing it would free. An image references its manifest, config and
-metadata blobs and every chunk any layer of its metadata names, so the
-chunks a layered image inherits from its base count as referenced. Blobs an
+metadata blobs, the chunks its manifest lists and every chunk of the files
+it shows; a layered image's top layer holds its whole tree, so chunks only
+its base uses are not counted for it. Blobs an
 image references but the layout lacks are counted as missing.
 
 Exit status 4 means a manifest or metadata blob failed its sha256 check, 5
