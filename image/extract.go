@@ -156,7 +156,7 @@ func (im *Image) ExtractContext(ctx context.Context, dir string, opts ExtractOpt
 	if err := os.Remove(tmp); err != nil {
 		return stats, fmt.Errorf("image: extract: %s is complete, but removing the temporary directory failed: %w", dir, err)
 	}
-	if err := syncExtractDir(parent); err != nil {
+	if err := syncDir(parent); err != nil {
 		return stats, fmt.Errorf("image: extract: %s is complete, but syncing its parent failed: %w", dir, err)
 	}
 	return stats, nil
@@ -292,17 +292,4 @@ func removeExtractTemp(dir string) error {
 		return nil
 	})
 	return os.RemoveAll(dir)
-}
-
-// syncExtractDir fsyncs a directory, making the entries created in it durable.
-func syncExtractDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

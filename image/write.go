@@ -54,41 +54,53 @@ func createLayout(dir string) (*Layout, error) {
 // writeFileAtomic replaces dir/name with data: a synced temporary file
 // renamed over it, then the directory synced.
 func writeFileAtomic(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err := renameIntoPlace(filepath.Join(dir, name), "."+name+".tmp-*", data, true); err != nil {
+		return fmt.Errorf("image: writing %s: %w", name, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("image: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// renameIntoPlace writes data to a temporary file (named by pattern, in p's
+// directory), fsynced if sync is set, and renames it to p.
+func renameIntoPlace(p, pattern string, data []byte, sync bool) error {
+	f, err := os.CreateTemp(filepath.Dir(p), pattern)
 	if err != nil {
-		return fmt.Errorf("image: %w", err)
+		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
+		err = os.Rename(tmp, p)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("image: writing %s: %w", name, err)
 	}
-	return syncLayoutDir(dir)
+	return err
 }
 
-func syncLayoutDir(dir string) error {
-	d, err := os.Open(dir)
+// syncDir fsyncs a directory, making the entries created in it durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("image: %w", err)
+		return err
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("image: sync %s: %w", dir, err)
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return nil
+	return err
 }
 
 // putBlob stores b under its sha256 name unless an intact copy is there
@@ -136,25 +148,7 @@ func writeNewFile(p string, b []byte) error {
 		}
 		// /proc is not mounted: fall back to a named temporary file.
 	}
-	f, err := os.CreateTemp(dir, ".blob.tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return renameIntoPlace(p, ".blob.tmp-*", b, false)
 }
 
 // staleTemp is how old a build's temporary blob must be before a later
@@ -193,7 +187,10 @@ func (l *Layout) syncBlobs() error {
 		return fmt.Errorf("image: syncfs %s: %w", dir, err)
 	}
 	runtime.KeepAlive(d)
-	return syncLayoutDir(dir)
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("image: sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // canonicalJSON encodes v the way puzzlefs's OCI library writes JSON: keys

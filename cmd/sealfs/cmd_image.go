@@ -1,7 +1,13 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
 	"strings"
+
+	"github.com/sealfs/sealfs/errs"
 
 	"github.com/sealfs/sealfs/image"
 	"github.com/spf13/cobra"
@@ -65,4 +71,54 @@ func parseRootDigest(s string) (*image.Digest, error) {
 		return nil, usageErrorf("--digest: want the 64 hex digits 'image build' printed")
 	}
 	return &d, nil
+}
+
+// openImageTag opens OCIDIR and the image TAG for extract, mount and ls. A missing OCIDIR is a
+// plain error (1), a missing tag 6; once the tag exists, a missing blob
+// means a broken layout (5).
+func openImageTag(ociDir, tag string, root *image.Digest) (*image.Image, error) {
+	l, err := image.OpenLayout(ociDir)
+	if err != nil {
+		return nil, imageError(err, ExitError)
+	}
+	tags, err := l.Tags()
+	if err != nil {
+		return nil, imageError(err, ExitError)
+	}
+	if !slices.Contains(tags, tag) {
+		return nil, withCode(ExitNotFound, fmt.Errorf("image: %s has no tag %q: %w", ociDir, tag, fs.ErrNotExist))
+	}
+	im, err := l.OpenImage(tag, root)
+	if err != nil {
+		return nil, imageError(err, ExitCorrupt)
+	}
+	return im, nil
+}
+
+// imageError gives a library error its exit code; notExist is the
+// code for fs.ErrNotExist, whose meaning depends on what was being opened.
+func imageError(err error, notExist int) error {
+	switch {
+	case errors.Is(err, errs.ErrAuthentication):
+		return withCode(ExitAuthentication, err)
+	case errors.Is(err, errs.ErrCorrupt), errors.Is(err, errs.ErrUnsupported), errors.Is(err, errs.ErrUnsupportedAlgorithm):
+		return withCode(ExitCorrupt, err)
+	case errors.Is(err, fs.ErrNotExist):
+		return withCode(notExist, err)
+	}
+	return withCode(ExitError, err)
+}
+
+// imageBytes prints a byte count in binary units ("1.5 MiB", "12 B").
+func imageBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 6 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[u-1])
 }

@@ -102,21 +102,7 @@ func runImageBuild(ctx context.Context, opts *imageBuildOptions, args []string, 
 		return writeJSON(stdout, res)
 	}
 	_, err = fmt.Fprintf(stdout, "image manifest digest: %s\n%s: %d inodes, %d files, %s in %d chunks: %d new (%s stored), %d reused (%s)\n",
-		res.RootDigest, res.Image, res.Inodes, res.Files, fmtBuildBytes(res.Bytes), res.Chunks,
-		res.NewChunks, fmtBuildBytes(res.NewBytes), res.ReusedChunks, fmtBuildBytes(res.ReusedBytes))
+		res.RootDigest, res.Image, res.Inodes, res.Files, imageBytes(res.Bytes), res.Chunks,
+		res.NewChunks, imageBytes(res.NewBytes), res.ReusedChunks, imageBytes(res.ReusedBytes))
 	return err
-}
-
-// fmtBuildBytes prints a byte count in binary units.
-func fmtBuildBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, u := float64(n), 0
-	for v >= unit && u < 5 {
-		v /= unit
-		u++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[u-1])
 }

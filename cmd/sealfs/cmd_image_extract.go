@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"slices"
 	"strings"
 
-	"github.com/sealfs/sealfs/errs"
 	"github.com/sealfs/sealfs/image"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -112,7 +108,7 @@ func runImageExtract(ctx context.Context, opts *imageExtractOptions, args []stri
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	im, err := imageExtractOpen(ociDir, tag, root)
+	im, err := openImageTag(ociDir, tag, root)
 	if err != nil {
 		return err
 	}
@@ -129,7 +125,7 @@ func runImageExtract(ctx context.Context, opts *imageExtractOptions, args []stri
 	if err != nil {
 		// A blob missing from the layout is errs.ErrCorrupt (5); a missing
 		// parent of DIR is the caller's (1).
-		return imageExtractError(err, ExitError)
+		return imageError(err, ExitError)
 	}
 	if opts.JSON {
 		return writeJSON(stdout, imageExtractResult{Image: args[0], Dir: args[1], Verity: root != nil, ExtractStats: st, Warnings: warnings})
@@ -167,40 +163,4 @@ func imageExtractSummary(st image.ExtractStats, verity bool) string {
 		s += "; " + n(st.SkippedXattrs, "xattr skipped", "xattrs skipped")
 	}
 	return s
-}
-
-// imageExtractOpen opens OCIDIR and the image TAG. A missing OCIDIR is a
-// plain error (1), a missing tag 6; once the tag exists, a missing blob
-// means a broken layout (5).
-func imageExtractOpen(ociDir, tag string, root *image.Digest) (*image.Image, error) {
-	l, err := image.OpenLayout(ociDir)
-	if err != nil {
-		return nil, imageExtractError(err, ExitError)
-	}
-	tags, err := l.Tags()
-	if err != nil {
-		return nil, imageExtractError(err, ExitError)
-	}
-	if !slices.Contains(tags, tag) {
-		return nil, withCode(ExitNotFound, fmt.Errorf("image: %s has no tag %q: %w", ociDir, tag, fs.ErrNotExist))
-	}
-	im, err := l.OpenImage(tag, root)
-	if err != nil {
-		return nil, imageExtractError(err, ExitCorrupt)
-	}
-	return im, nil
-}
-
-// imageExtractError gives a library error its exit code; notExist is the
-// code for fs.ErrNotExist, whose meaning depends on what was being opened.
-func imageExtractError(err error, notExist int) error {
-	switch {
-	case errors.Is(err, errs.ErrAuthentication):
-		return withCode(ExitAuthentication, err)
-	case errors.Is(err, errs.ErrCorrupt), errors.Is(err, errs.ErrUnsupported), errors.Is(err, errs.ErrUnsupportedAlgorithm):
-		return withCode(ExitCorrupt, err)
-	case errors.Is(err, fs.ErrNotExist):
-		return withCode(notExist, err)
-	}
-	return withCode(ExitError, err)
 }

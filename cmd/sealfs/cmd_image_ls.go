@@ -76,13 +76,13 @@ func imageLsUsage(args []string) (*image.Usage, error) {
 	}
 	l, err := image.OpenLayout(args[0])
 	if err != nil {
-		return nil, imageExtractError(err, ExitError)
+		return nil, imageError(err, ExitError)
 	}
 	u, err := l.Usage()
 	if err != nil {
 		// The manifests are listed in index.json: a missing one, or a
 		// missing rootfs, is a broken layout.
-		return nil, imageExtractError(err, ExitCorrupt)
+		return nil, imageError(err, ExitCorrupt)
 	}
 	return u, nil
 }
@@ -190,14 +190,8 @@ func runImageDu(_ context.Context, opts *imageLsOptions, args []string, stdout i
 // imageLsBytes shows a size in binary units with the exact byte count:
 // "15 B", "300.0 KiB (307200 B)".
 func imageLsBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+	if n < 1024 {
+		return imageBytes(n)
 	}
-	v, u := float64(n), 0
-	for v >= unit && u < 6 {
-		v /= unit
-		u++
-	}
-	return fmt.Sprintf("%.1f %ciB (%d B)", v, "KMGTPE"[u-1], n)
+	return fmt.Sprintf("%s (%d B)", imageBytes(n), n)
 }

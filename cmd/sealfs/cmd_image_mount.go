@@ -6,19 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/sealfs/sealfs/errs"
 	"github.com/sealfs/sealfs/image"
 	"github.com/sealfs/sealfs/image/fusefs"
 	"github.com/spf13/cobra"
@@ -148,7 +145,7 @@ func runImageMount(ctx context.Context, o *imageMountOptions, args []string, std
 	}
 	// Check everything the server would, so that mistakes get their exit
 	// code here, before a process is started; the server checks again.
-	if _, err := imageMountOpen(dir, tag, root); err != nil {
+	if _, err := openImageTag(dir, tag, root); err != nil {
 		return err
 	}
 	if err := imageMountCheckDir(mnt); err != nil {
@@ -159,41 +156,6 @@ func runImageMount(ctx context.Context, o *imageMountOptions, args []string, std
 		return withCode(ExitError, fmt.Errorf("finding this program to start the server: %w", err))
 	}
 	return imageMountBackground(o, exe, dir+":"+tag, mnt, imageMountReadyTimeout)
-}
-
-// imageMountOpen opens and checks the image, giving failures their exit
-// codes: 6 for a missing tag, 4 for a failed check, 5 for a malformed or
-// incomplete layout, 1 for a directory that cannot be read as a layout.
-func imageMountOpen(dir, tag string, root *image.Digest) (*image.Image, error) {
-	l, err := image.OpenLayout(dir)
-	if err != nil {
-		return nil, imageMountOpenError(err, ExitError)
-	}
-	tags, err := l.Tags()
-	if err != nil {
-		return nil, imageMountOpenError(err, ExitError)
-	}
-	if !slices.Contains(tags, tag) {
-		return nil, withCode(ExitNotFound, fmt.Errorf("image: %s has no tag %q: %w", dir, tag, fs.ErrNotExist))
-	}
-	im, err := l.OpenImage(tag, root)
-	if err != nil {
-		// The tag exists, so a missing blob is a broken layout.
-		return nil, imageMountOpenError(err, ExitCorrupt)
-	}
-	return im, nil
-}
-
-func imageMountOpenError(err error, notExist int) error {
-	switch {
-	case errors.Is(err, errs.ErrAuthentication):
-		return withCode(ExitAuthentication, err)
-	case errors.Is(err, errs.ErrCorrupt), errors.Is(err, errs.ErrUnsupported), errors.Is(err, errs.ErrUnsupportedAlgorithm):
-		return withCode(ExitCorrupt, err)
-	case errors.Is(err, fs.ErrNotExist):
-		return withCode(notExist, err)
-	}
-	return withCode(ExitError, err)
 }
 
 func imageMountCheckDir(mnt string) error {
@@ -245,7 +207,7 @@ func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string,
 		defer f.Close()
 		logTo = f
 	}
-	im, err := imageMountOpen(dir, tag, root)
+	im, err := openImageTag(dir, tag, root)
 	if err != nil {
 		return err
 	}
@@ -260,7 +222,7 @@ func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string,
 		Logger:     log.New(logTo, "sealfs: ", log.LstdFlags),
 	})
 	if err != nil {
-		return imageMountOpenError(err, ExitError)
+		return imageError(err, ExitError)
 	}
 	if ready != nil {
 		_, werr := io.WriteString(ready, "ok\n")
