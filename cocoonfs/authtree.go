@@ -183,7 +183,7 @@ func (t *authTree) readNodeRaw(pos uint64) ([]byte, error) {
 func (t *authTree) rootHMAC(root, encCounter, imageContext []byte) []byte {
 	f := t.fs
 	m := f.keys.hmac(f.algs.rootHMAC, inoAuthTree, subdomainNone, purposeAuthRoot)
-	m.Write(root)
+	m.Write(t.digests(root, t.height-1))
 	m.Write(binary.LittleEndian.AppendUint64(nil, t.lastEntryBegin(t.height-1, 0)))
 	m.Write(encCounter)
 	m.Write(imageContext)
@@ -239,11 +239,22 @@ func (t *authTree) build(leafDigest func(d uint64) []byte) []byte {
 	return buf
 }
 
+// digests is the part of a node at level that holds digest entries: the
+// spec digests "the digests stored in the node back to back", so the slack
+// a node keeps when its entry count is rounded down to a power of two (1024
+// bytes hold 16 SHA-384 digests in 768 bytes) is outside every digest.
+func (t *authTree) digests(node []byte, level int) []byte {
+	if level == 0 {
+		return node[:t.leafEntries*uint64(t.leafDigestLen)]
+	}
+	return node[:t.internalEntries*uint64(t.nodeDigestLen)]
+}
+
 // nodeDigest is the digest a parent stores for the child node at level whose
 // range starts at first.
 func (t *authTree) nodeDigest(node []byte, level int, first uint64) []byte {
 	h := t.fs.algs.nodeHash.New()
-	h.Write(node)
+	h.Write(t.digests(node, level))
 	h.Write(binary.LittleEndian.AppendUint64(nil, t.lastEntryBegin(level, first)))
 	h.Write([]byte{0, authSubjectTreeNode})
 	return h.Sum(nil)

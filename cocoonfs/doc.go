@@ -21,5 +21,21 @@
 // the tree before anything is decrypted or returned; tree nodes are verified
 // on the path from the root and cached once verified.
 //
+// # Algorithms by strength
+//
+// The static header records all seven algorithm choices and reading follows
+// the header whatever it says; [Mkfs] and [WriteMkfsInfo] choose exactly what
+// the reference's mkfs chooses ([SelectAlgorithms]):
+//
+//	strength  tree node hash, data HMAC   root HMAC, preauth HMAC, KDF  cipher
+//	128       SHA-256 / SHA3-256 / SM3     same 256-bit hash             AES-128 / Camellia-128 / SM4
+//	192       SHA-384 / SHA3-384           SHA-256 / SHA3-256            AES-192 / Camellia-192
+//	256       SHA-512 / SHA3-512           SHA-256 / SHA3-256            AES-256 / Camellia-256
+//
+// SM3 and SM4 exist only at 128 bits. A tree node holds as many digests as
+// fit, rounded down to a power of two; with 48-byte digests that leaves
+// slack at the node's end, which no digest covers (only the entries are
+// hashed, as the spec says: "the digests stored in the node back to back").
+//
 // An *FS is safe for concurrent use by multiple goroutines.
 package cocoonfs

@@ -79,10 +79,10 @@ type mkfsInfoBuild struct {
 }
 
 // SelectAlgorithms returns the layout's algorithm ids for a hash family,
-// cipher and strength, exactly as the reference mkfs picks them: at 128 bits
-// one 256-bit hash everywhere; above, the authentication tree's three hashes
-// grow with the strength while the pre-authentication HMAC and the KDF stay
-// at 256 bits.
+// cipher and strength, exactly as the reference mkfs (cocoonfs-cli) picks
+// them: the authentication tree's node hash and data block HMAC grow with the
+// strength; the root HMAC, the pre-authentication HMAC and the KDF stay at
+// the family's 256-bit hash. The table is in the package documentation.
 func SelectAlgorithms(hash, cipherName string, strength int) (node, data, root, preauth, kdf, cipher uint16, keyBits uint16, err error) {
 	hash, cipherName = strings.ToLower(hash), strings.ToLower(cipherName)
 	if hash == "" {
@@ -115,7 +115,7 @@ func SelectAlgorithms(hash, cipherName string, strength int) (node, data, root, 
 		return 0, 0, 0, 0, 0, 0, 0, fmt.Errorf("cocoonfs: %s at %d-bit strength: %w", cipherName, strength, err)
 	}
 	base := fam[256]
-	return uint16(tree), uint16(tree), uint16(tree), uint16(base), uint16(base), uint16(c), uint16(strength), nil
+	return uint16(tree), uint16(tree), uint16(base), uint16(base), uint16(base), uint16(c), uint16(strength), nil
 }
 
 func log2Of(name string, v, def int) (uint8, error) {

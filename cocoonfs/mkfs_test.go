@@ -99,8 +99,8 @@ func TestMkfsAlgorithmSelection(t *testing.T) {
 		want         string
 	}{
 		{"sha2", "aes", 128, "SHA256 SHA256 SHA256 SHA256 SHA256 AES 128"},
-		{"sha2", "aes", 192, "SHA384 SHA384 SHA384 SHA256 SHA256 AES 192"},
-		{"sha2", "camellia", 256, "SHA512 SHA512 SHA512 SHA256 SHA256 CAMELLIA 256"},
+		{"sha2", "aes", 192, "SHA384 SHA384 SHA256 SHA256 SHA256 AES 192"},
+		{"sha2", "camellia", 256, "SHA512 SHA512 SHA256 SHA256 SHA256 CAMELLIA 256"},
 		{"sha3", "camellia", 128, "SHA3_256 SHA3_256 SHA3_256 SHA3_256 SHA3_256 CAMELLIA 128"},
 		{"sm3", "sm4", 128, "SM3_256 SM3_256 SM3_256 SM3_256 SM3_256 SM4 128"},
 		{"sm3", "aes", 256, "error"},
