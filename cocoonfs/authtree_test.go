@@ -26,7 +26,11 @@ func TestTreeBuildMatchesReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return tr.dataDigest(blk, f.digestBits(a, cnt), d)
+				word, err := f.digestBits(a, cnt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tr.dataDigest(blk, word, d)
 			})
 			var stored []byte
 			for _, e := range tr.extents {

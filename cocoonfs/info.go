@@ -253,10 +253,8 @@ func (f *FS) Info() (*Info, error) {
 	in.AuthTree.Leaves = f.tree.leaves
 	in.AuthTree.DataBlocks = f.tree.dataBlocks
 	in.TotalBlocks = f.imageAllocBlocks
-	for a := uint64(0); a < f.imageAllocBlocks; a++ {
-		if f.bitmap.allocated(a) {
-			in.AllocatedBlocks++
-		}
+	if in.AllocatedBlocks, err = countAllocated(f.bitmap, f.imageAllocBlocks); err != nil {
+		return nil, err
 	}
 	return in, nil
 }

@@ -54,18 +54,33 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 			bmBlocks = append(bmBlocks, a)
 		}
 	}
-	wordAt := func(w []uint64, i uint64) uint64 {
-		if i < uint64(len(w)) {
-			return w[i]
+	// Only words under this transaction's allocations and releases change.
+	touchedBlocks := map[uint64]bool{}
+	for _, set := range []*extentSet{&b.al.taken, &p.freeSet} {
+		for _, e := range set.ext {
+			for w := e.Start / 64; w <= (e.Start+e.Len-1)/64; w++ {
+				touchedBlocks[w/wordsPer] = true
+			}
 		}
-		return 0
 	}
-	for i, start := range bmBlocks {
+	for _, i := range slices.Sorted(maps.Keys(touchedBlocks)) {
+		if i >= uint64(len(bmBlocks)) {
+			continue
+		}
+		start := bmBlocks[i]
 		changed := false
 		pt := make([]byte, 0, wordsPer*8)
-		for w := uint64(i) * wordsPer; w < uint64(i+1)*wordsPer; w++ {
-			changed = changed || wordAt(p.oldWords, w) != wordAt(nf.bitmap.words, w)
-			pt = binary.LittleEndian.AppendUint64(pt, wordAt(nf.bitmap.words, w))
+		for w := i * wordsPer; w < (i+1)*wordsPer; w++ {
+			oldW, err := f.bitmap.word(w)
+			if err != nil {
+				return nil, err
+			}
+			newW, err := nf.bitmap.word(w)
+			if err != nil {
+				return nil, err
+			}
+			changed = changed || oldW != newW
+			pt = binary.LittleEndian.AppendUint64(pt, newW)
 		}
 		if !changed {
 			continue
@@ -99,14 +114,10 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	for a := range inPlaceData {
 		markRange(a, 1)
 	}
-	for i := range p.oldWords {
-		if x := p.oldWords[i] ^ nf.bitmap.words[i]; x != 0 {
-			for bit := uint64(0); bit < 64; bit++ {
-				if x&(1<<bit) != 0 {
-					markRange(uint64(i)*64+bit, 1)
-				}
-			}
-		}
+	// Released blocks change their data blocks' bitmap words (new
+	// allocations are in b.writes already).
+	for _, e := range p.freeSet.ext {
+		markRange(e.Start, e.Len)
 	}
 	slices.Sort(changed)
 	changed = slices.Compact(changed)
@@ -118,7 +129,11 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		if c := newContent(a); c != nil {
 			return c, nil
 		}
-		if !f.bitmap.allocated(a) || inExtents(a, f.excluded) {
+		allocated, err := isAllocated(f.bitmap, a)
+		if err != nil {
+			return nil, err
+		}
+		if !allocated || inExtents(a, f.excluded) {
 			return f.readRaw(a*ab, ab)
 		}
 		db := a >> dataLog2 << dataLog2
@@ -165,7 +180,11 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		if !ok {
 			return nil, fmt.Errorf("BUG: transaction changed authentication tree block %d", a)
 		}
-		changedD[i], blocks[i], words[i] = d, blk, nf.digestBits(a, cnt)
+		word, err := nf.digestBits(a, cnt)
+		if err != nil {
+			return nil, err
+		}
+		changedD[i], blocks[i], words[i] = d, blk, word
 	}
 	parallel(len(changed), func(i int) { digests[i] = f.tree.dataDigest(blocks[i], words[i], changedD[i]) })
 
@@ -231,7 +250,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	var records []disk.WriteRecord
 	var stagedData [][]byte
-	res := &reserver{b: b, old: p.oldWords}
+	res := &allocator{total: f.imageAllocBlocks, base: f.bitmap, taken: extentSet{ext: slices.Clone(b.al.taken.ext)}}
 	for _, t := range slices.Sorted(maps.Keys(targets)) {
 		buf := make([]byte, 0, ioAllocs*ab)
 		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {
@@ -241,7 +260,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 			}
 			buf = append(buf, c...)
 		}
-		src, err := res.take(ioAllocs, ioAllocs)
+		src, err := takeScratch(res, ioAllocs, ioAllocs)
 		if err != nil {
 			return nil, err
 		}
@@ -288,11 +307,17 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 			return nil, err
 		}
 		d, _ := f.tree.domainIndex(pdb << dataLog2)
-		jl.BitmapDigests = append(jl.BitmapDigests, disk.DigestRecord{Block: pdb, Digest: f.tree.dataDigest(blk, nf.digestBits(pdb<<dataLog2, cnt), d)})
+		word, err := nf.digestBits(pdb<<dataLog2, cnt)
+		if err != nil {
+			return nil, err
+		}
+		jl.BitmapDigests = append(jl.BitmapDigests, disk.DigestRecord{Block: pdb, Digest: f.tree.dataDigest(blk, word, d)})
 	}
 	jl.BitmapDigestsHMAC = f.bitmapDigestsHMAC(jl.BitmapDigests)
 	if f.trim {
-		jl.Trim = freedIOBlocks(p.freed, nf.bitmap, ioAllocs)
+		if jl.Trim, err = freedIOBlocks(p.freed, nf.bitmap, ioAllocs); err != nil {
+			return nil, err
+		}
 	}
 	payload := disk.AppendJournalLog(nil, jl)
 
@@ -303,7 +328,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	for capacity < len(payload)+1 {
 		n := min(uint64(disk.MaxExtentAllocBlocks)/ioAllocs*ioAllocs, (uint64(len(payload)+1-capacity)+2*ab+ab-1)/ab)
 		n = (n + ioAllocs - 1) / ioAllocs * ioAllocs
-		start, err := res.take(n, ioAllocs)
+		start, err := takeScratch(res, n, ioAllocs)
 		if err != nil {
 			return nil, err
 		}
@@ -399,18 +424,22 @@ func (f *FS) apply(c *committed) error {
 
 // freedIOBlocks lists, as IO block ranges, the IO blocks that freed extents
 // touch and that are entirely free in the new state.
-func freedIOBlocks(freed []disk.Extent, bm *allocBitmap, ioAllocs uint64) []disk.Range {
+func freedIOBlocks(freed []disk.Extent, bm bitmapView, ioAllocs uint64) ([]disk.Range, error) {
 	blocks := map[uint64]bool{}
 	for _, e := range freed {
-		for a := e.Start; a < e.Start+e.Len; a++ {
-			blocks[a/ioAllocs] = true
+		for a := e.Start / ioAllocs; a <= (e.Start+e.Len-1)/ioAllocs; a++ {
+			blocks[a] = true
 		}
 	}
 	var out []disk.Range
 	for _, b := range slices.Sorted(maps.Keys(blocks)) {
 		free := true
 		for a := b * ioAllocs; a < (b+1)*ioAllocs && free; a++ {
-			free = !bm.allocated(a)
+			used, err := isAllocated(bm, a)
+			if err != nil {
+				return nil, err
+			}
+			free = !used
 		}
 		if !free {
 			continue
@@ -421,7 +450,7 @@ func freedIOBlocks(freed []disk.Extent, bm *allocBitmap, ioAllocs uint64) []disk
 			out = append(out, disk.Range{Start: b, Len: 1})
 		}
 	}
-	return out
+	return out, nil
 }
 
 // trimAfter issues the trims a journal with a trim script asks for once it
@@ -460,36 +489,19 @@ func mergeWrites(r []disk.WriteRecord) []disk.WriteRecord {
 	return out
 }
 
-// reserver hands out blocks that are free in both the committed and the new
-// state (staging copies and the log tail must not be anyone's data).
-type reserver struct {
-	b     *builder
-	old   []uint64
-	taken map[uint64]bool
-}
-
-func (r *reserver) free(a uint64) bool {
-	return r.old[a/64]&(1<<(a%64)) == 0 && !r.b.isUsed(a) && !r.taken[a]
-}
-
-func (r *reserver) take(n, align uint64) (uint64, error) {
-	if r.taken == nil {
-		r.taken = map[uint64]bool{}
+// takeScratch reserves n blocks, aligned, that are free in both the
+// committed and the new state (res holds both as taken): staging copies and
+// the log tail must not be anyone's data.
+func takeScratch(res *allocator, n, align uint64) (uint64, error) {
+	start, _, ok, err := res.freeRun(0, n, n, align)
+	if err != nil {
+		return 0, err
 	}
-	total := r.b.f.imageAllocBlocks
-	for a := uint64(0); a+n <= total; a += align {
-		ok := true
-		for i := uint64(0); i < n && ok; i++ {
-			ok = r.free(a + i)
-		}
-		if ok {
-			for i := uint64(0); i < n; i++ {
-				r.taken[a+i] = true
-			}
-			return a, nil
-		}
+	if !ok {
+		return 0, fmt.Errorf("cocoonfs: no room for the journal (%d allocation blocks): %w", n, ErrNoSpace)
 	}
-	return 0, fmt.Errorf("cocoonfs: no room for the journal (%d allocation blocks): %w", n, ErrNoSpace)
+	res.taken.add(disk.Extent{Start: start, Len: n})
+	return start, nil
 }
 
 // writer sequences device writes and keeps the first error.

@@ -301,9 +301,8 @@ type builder struct {
 	opts *MkfsOptions
 	sh   disk.StaticHeader
 
-	used   []uint64 // allocation bitmap being built
-	cursor uint64   // first-fit search start
-	writes []region // everything to write, by physical allocation block
+	al     *allocator // allocations of the state being built
+	writes []region   // everything to write, by physical allocation block
 }
 
 type region struct {
@@ -311,13 +310,14 @@ type region struct {
 	data  []byte
 }
 
-func (b *builder) mark(e disk.Extent) {
-	for a := e.Start; a < e.Start+e.Len; a++ {
-		b.used[a/64] |= 1 << (a % 64)
-	}
-}
+func (b *builder) mark(e disk.Extent) { b.al.taken.add(e) }
 
-func (b *builder) isUsed(a uint64) bool { return b.used[a/64]&(1<<(a%64)) != 0 }
+// isUsed reports whether block a is taken in the state being built (or in
+// the committed state it starts from).
+func (b *builder) isUsed(a uint64) (bool, error) {
+	w, err := b.al.inUse(a / 64)
+	return w&(1<<(a%64)) != 0, err
+}
 
 // keepExtent returns the allocation blocks of the image that hold the backup
 // creation info header and its aux metadata (mkfsInfoBuild.keep*), widened
@@ -339,25 +339,11 @@ func (b *builder) keepExtent() disk.Extent {
 // alloc finds n free allocation blocks starting at a multiple of align,
 // first fit from the cursor.
 func (b *builder) alloc(n, align uint64) (disk.Extent, error) {
-	total := b.f.imageAllocBlocks
-	a := (b.cursor + align - 1) / align * align
-	for a+n <= total {
-		clash := uint64(0)
-		found := true
-		for i := uint64(0); i < n; i++ {
-			if b.isUsed(a + i) {
-				clash, found = a+i, false
-				break
-			}
-		}
-		if found {
-			e := disk.Extent{Start: a, Len: n}
-			b.mark(e)
-			return e, nil
-		}
-		a = (clash/align + 1) * align
+	e, err := b.al.alloc(n, align)
+	if err != nil {
+		return disk.Extent{}, fmt.Errorf("cocoonfs: %w", err)
 	}
-	return disk.Extent{}, fmt.Errorf("cocoonfs: mkfs: no room for %d allocation blocks in a %d-block image: %w", n, total, ErrNoSpace)
+	return e, nil
 }
 
 func (b *builder) put(start uint64, data []byte) { b.writes = append(b.writes, region{start, data}) }
@@ -368,7 +354,7 @@ func (b *builder) build() error {
 	ab := l.AllocBlockSize()
 	bs := f.algs.cipher.BlockSize
 	rootLen, preLen := f.algs.rootHMAC.Size, f.algs.preauthHMAC.Size
-	b.used = make([]uint64, (f.imageAllocBlocks+63)/64)
+	b.al = &allocator{total: f.imageAllocBlocks}
 	align := max(l.IOBlockSize(), l.AuthTreeDataBlockSize()) / ab
 
 	b.sh = disk.StaticHeader{Layout: l, Salt: f.salt}
@@ -391,10 +377,8 @@ func (b *builder) build() error {
 	// while the image is laid out, so that nothing lands on it, and freed
 	// again before the bitmap is encoded (below).
 	keep := b.keepExtent()
-	for a := keep.Start; a < keep.Start+keep.Len; a++ {
-		if b.isUsed(a) {
-			return fmt.Errorf("cocoonfs: mkfs: the backup creation info header at byte %d overlaps the image header or journal log head: %w", keep.Start*ab, ErrNoSpace)
-		}
+	if b.al.taken.overlaps(keep) {
+		return fmt.Errorf("cocoonfs: mkfs: the backup creation info header at byte %d overlaps the image header or journal log head: %w", keep.Start*ab, ErrNoSpace)
 	}
 	b.mark(keep)
 
@@ -405,7 +389,7 @@ func (b *builder) build() error {
 	if err != nil {
 		return err
 	}
-	b.cursor = f.journalHead.Start + f.journalHead.Len
+	b.al.cursor = f.journalHead.Start + f.journalHead.Len
 
 	// The tree: its size depends on the domain it covers, which excludes
 	// the tree itself; iterate to the fixed point (it only shrinks).
@@ -511,10 +495,8 @@ func (b *builder) build() error {
 
 	// The bitmap itself, encrypted block by block. The backup creation info
 	// header's blocks are free in it: they are never part of the image.
-	for a := keep.Start; a < keep.Start+keep.Len; a++ {
-		b.used[a/64] &^= 1 << (a % 64)
-	}
-	f.bitmap = &allocBitmap{words: b.used}
+	b.al.release(keep)
+	f.bitmap = &newBitmap{alloc: &b.al.taken, total: f.imageAllocBlocks}
 	c := f.keys.blockCipher(inoAllocBitmap, subdomainData)
 	bm := make([]byte, 0, bmAllocs*ab)
 	for w := uint64(0); uint64(len(bm)) < bmAllocs*ab; w += wordsPerBlock {
@@ -522,7 +504,7 @@ func (b *builder) build() error {
 		for i := w; i < w+wordsPerBlock; i++ {
 			var word uint64
 			if i < words {
-				word = b.used[i]
+				word, _ = f.bitmap.word(i)
 			}
 			pt = binary.LittleEndian.AppendUint64(pt, word)
 		}
@@ -862,7 +844,8 @@ func (b *builder) write() error {
 				copy(block[i*ab:], src)
 			}
 		}
-		return f.tree.dataDigest(block[:cnt*ab], f.digestBits(a, cnt), d)
+		word, _ := f.digestBits(a, cnt) // the new bitmap is in memory: no error
+		return f.tree.dataDigest(block[:cnt*ab], word, d)
 	})
 	f.header.RootHMAC = f.tree.rootHMAC(tree[:f.tree.nodeSize], f.header.EncryptedCounter, f.imageContext())
 
@@ -907,7 +890,7 @@ func (b *builder) write() error {
 	// The backup creation info header of FormatMkfsInfo is not touched.
 	const chunk = 1 << 20
 	keep := b.keepExtent()
-	skip := func(a uint64) bool { return b.isUsed(a) || a >= keep.Start && a < keep.Start+keep.Len }
+	skip := func(a uint64) bool { return b.al.taken.contains(a) || a >= keep.Start && a < keep.Start+keep.Len }
 	for a := uint64(0); a < f.imageAllocBlocks; {
 		if skip(a) {
 			a++

@@ -85,7 +85,7 @@ type FS struct {
 	treeExtents, bitmapExtents []disk.Extent
 	bootChains                 []disk.Extent // extents lists of inodes 1 and 2
 	tree                       *authTree
-	bitmap                     *allocBitmap
+	bitmap                     bitmapView // committed bitmap, loaded lazily
 	index                      *inodeIndex
 	counter                    *big.Int
 }
@@ -360,7 +360,7 @@ func (f *FS) bootstrap(sh disk.StaticHeader) error {
 	}
 	f.excluded = append(f.excluded, f.auxExtents...)
 
-	if f.bitmap, err = f.readBitmap(); err != nil {
+	if f.bitmap, err = newCommittedBitmap(f); err != nil {
 		return err
 	}
 	// Now the tree can authenticate anything: check the entry leaf again,

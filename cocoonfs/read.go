@@ -1,7 +1,6 @@
 package cocoonfs
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -45,7 +44,11 @@ func (f *FS) checkDataBlock(a uint64, block []byte) error {
 		return err
 	}
 	cnt := uint64(len(block)) / f.layout.AllocBlockSize()
-	if got := f.tree.dataDigest(block, f.digestBits(a, cnt), d); !equalDigest(got, want) {
+	word, err := f.digestBits(a, cnt)
+	if err != nil {
+		return err
+	}
+	if got := f.tree.dataDigest(block, word, d); !equalDigest(got, want) {
 		return authf("data block %d (allocation blocks %d-%d) does not match the authentication tree", d, a, a+cnt-1)
 	}
 	return nil
@@ -53,26 +56,39 @@ func (f *FS) checkDataBlock(a uint64, block []byte) error {
 
 // digestBits is the allocation bitmap word of a data block's digest: its
 // allocated blocks, minus those never digested (headers, journal log head,
-// aux metadata). Before the bitmap is loaded only the bitmap file's own data
-// blocks are read, and those are allocated in full by construction.
-func (f *FS) digestBits(a, cnt uint64) uint64 {
+// aux metadata). The bitmap file's own data blocks are allocated in full by
+// construction (its extents are aligned to data blocks), which is what lets
+// them be authenticated before any bit of the bitmap is known.
+func (f *FS) digestBits(a, cnt uint64) (uint64, error) {
 	var w uint64
-	if f.bitmap == nil {
-		w = 1<<cnt - 1
-		if cnt == 64 {
-			w = ^uint64(0)
-		}
+	if extentsCover(f.bitmapExtents, a, cnt) {
+		w = lowBits(cnt)
 	} else {
-		w = f.bitmap.bits(a, cnt)
+		if f.bitmap == nil {
+			return 0, fmt.Errorf("BUG: data block at allocation block %d read before the allocation bitmap is known", a)
+		}
+		var err error
+		if w, err = bitsOf(f.bitmap, a, cnt); err != nil {
+			return 0, err
+		}
 	}
 	for _, e := range f.excluded {
-		for i := uint64(0); i < cnt; i++ {
-			if a+i >= e.Start && a+i < e.Start+e.Len {
-				w &^= 1 << i
-			}
+		if e.Start < a+cnt && a < e.Start+e.Len {
+			lo, hi := max(e.Start, a), min(e.Start+e.Len, a+cnt)
+			w &^= lowBits(hi-lo) << (lo - a)
 		}
 	}
-	return w
+	return w, nil
+}
+
+// extentsCover reports whether one of ext holds all of a..a+cnt-1.
+func extentsCover(ext []disk.Extent, a, cnt uint64) bool {
+	for _, e := range ext {
+		if a >= e.Start && a+cnt <= e.Start+e.Len {
+			return true
+		}
+	}
+	return false
 }
 
 func equalDigest(a, b []byte) bool {
@@ -86,72 +102,6 @@ func equalDigest(a, b []byte) bool {
 		v |= a[i] ^ b[i]
 	}
 	return v == 0
-}
-
-// allocBitmap is the decrypted allocation bitmap: bit i set means
-// allocation block i is allocated.
-type allocBitmap struct {
-	words []uint64
-}
-
-func (b *allocBitmap) allocated(a uint64) bool {
-	return a/64 < uint64(len(b.words)) && b.words[a/64]&(1<<(a%64)) != 0
-}
-
-// bits returns the bits of allocation blocks a..a+cnt-1 (cnt <= 64) shifted
-// down to bit 0.
-func (b *allocBitmap) bits(a, cnt uint64) uint64 {
-	var w uint64
-	for i := uint64(0); i < cnt; i++ {
-		if b.allocated(a + i) {
-			w |= 1 << i
-		}
-	}
-	return w
-}
-
-// readBitmap reads the allocation bitmap file through the tree. Its extents
-// are cut into individually encrypted blocks of the bitmap block size, each
-// holding as many whole 64-bit words as fit after the IV.
-func (f *FS) readBitmap() (*allocBitmap, error) {
-	l := f.layout
-	ab := l.AllocBlockSize()
-	blkAllocs := l.BitmapBlockSize() / ab
-	c := f.keys.blockCipher(inoAllocBitmap, subdomainData)
-	need := (f.imageAllocBlocks + 63) / 64
-	bm := &allocBitmap{words: make([]uint64, 0, need)}
-	for _, e := range f.bitmapExtents {
-		if e.Len%blkAllocs != 0 {
-			return nil, corruptf("allocation bitmap extent %d+%d is not a whole number of bitmap blocks", e.Start, e.Len)
-		}
-		data, err := f.authRead(e.Start, e.Len)
-		if err != nil {
-			return nil, fmt.Errorf("allocation bitmap: %w", err)
-		}
-		for off := uint64(0); off < uint64(len(data)); off += l.BitmapBlockSize() {
-			pt, err := decryptBlock(c, data[off:off+l.BitmapBlockSize()])
-			if err != nil {
-				return nil, err
-			}
-			for i := 0; i+8 <= len(pt) && uint64(len(bm.words)) < need; i += 8 {
-				bm.words = append(bm.words, binary.LittleEndian.Uint64(pt[i:]))
-			}
-		}
-	}
-	if uint64(len(bm.words)) < need {
-		return nil, corruptf("allocation bitmap holds %d words, the image needs %d", len(bm.words), need)
-	}
-	if rem := f.imageAllocBlocks % 64; rem != 0 && bm.words[need-1]>>rem != 0 {
-		return nil, corruptf("allocation bitmap marks blocks beyond the image's end as allocated")
-	}
-	for _, e := range append(append([]disk.Extent{}, f.treeExtents...), f.bitmapExtents...) {
-		for a := e.Start; a < e.Start+e.Len; a++ {
-			if !bm.allocated(a) {
-				return nil, corruptf("allocation bitmap marks block %d of a filesystem metadata file as free", a)
-			}
-		}
-	}
-	return bm, nil
 }
 
 // walkAuxExtents collects the extents of the aux metadata circular list,

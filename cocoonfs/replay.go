@@ -150,7 +150,11 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 			return err
 		}
 		d, _ := f.tree.domainIndex(a)
-		if !bytesEqual(f.tree.dataDigest(blk, f.digestBits(a, per), d), r.Digest) {
+		word, err := f.digestBits(a, per)
+		if err != nil {
+			return err
+		}
+		if !bytesEqual(f.tree.dataDigest(blk, word, d), r.Digest) {
 			return authf("journal: bitmap data block %d does not match its digest", r.Block)
 		}
 		verifiedDB[r.Block] = true

@@ -134,7 +134,7 @@ func TestVerifyCatchesAllocatedFlips(t *testing.T) {
 		step = 7
 	}
 	for a := int64(0); a < int64(f.imageAllocBlocks); a += step {
-		if !f.bitmap.allocated(uint64(a)) || inExtents(uint64(a), f.excluded) {
+		if allocated, err := isAllocated(f.bitmap, uint64(a)); err != nil || !allocated || inExtents(uint64(a), f.excluded) {
 			continue
 		}
 		off := a*ab + (a*13)%ab

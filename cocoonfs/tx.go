@@ -157,11 +157,11 @@ func (tx *Tx) Commit(ctx context.Context) error {
 
 // txPlan is everything a commit changes, computed before anything is written.
 type txPlan struct {
-	b        *builder          // allocations and new contents (nf is its shadow FS)
-	nf       *FS               // the new state's header and bitmap
-	oldWords []uint64          // the committed bitmap
-	freed    []disk.Extent     // blocks the new state releases
-	inPlace  map[uint64][]byte // allocation block → new contents of index nodes updated in place
+	b       *builder          // allocations and new contents (nf is its shadow FS)
+	nf      *FS               // the new state's header and bitmap
+	freed   []disk.Extent     // blocks the new state releases
+	freeSet extentSet         // the same, as a set
+	inPlace map[uint64][]byte // allocation block → new contents of index nodes updated in place
 }
 
 // commit computes the plan, writes the journal (the commit point), applies
@@ -198,8 +198,8 @@ func (f *FS) commit(files map[uint64]*txFile, aux *AuxMetadata) error {
 // through staged copies.
 func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
 	nf := f.shadow()
-	b := &builder{f: nf, used: slices.Clone(f.bitmap.words)}
-	p := &txPlan{b: b, nf: nf, oldWords: f.bitmap.words}
+	b := &builder{f: nf, al: &allocator{total: f.imageAllocBlocks, base: f.bitmap}}
+	p := &txPlan{b: b, nf: nf}
 
 	mt, err := f.newMtree(b)
 	if err != nil {
@@ -258,11 +258,9 @@ func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
 	// Free only now, so that nothing this transaction allocated reuses a
 	// block the committed state still depends on.
 	for _, e := range p.freed {
-		for a := e.Start; a < e.Start+e.Len; a++ {
-			b.used[a/64] &^= 1 << (a % 64)
-		}
+		p.freeSet.add(e)
 	}
-	nf.bitmap = &allocBitmap{words: b.used}
+	nf.bitmap = &newBitmap{base: f.bitmap, alloc: &b.al.taken, free: &p.freeSet, total: f.imageAllocBlocks}
 	slices.SortFunc(b.writes, func(x, y region) int { return cmpU64(x.start, y.start) })
 	return p, nil
 }

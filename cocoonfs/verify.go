@@ -1,6 +1,7 @@
 package cocoonfs
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -119,10 +120,10 @@ func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*Ve
 	}
 	f.verifyTreeTail(r)
 	f.verifyAllocations(r)
-	for a := uint64(0); a < f.imageAllocBlocks; a++ {
-		if f.bitmap.allocated(a) {
-			r.AllocatedBlocks++
-		}
+	if n, err := countAllocated(f.bitmap, f.imageAllocBlocks); err != nil {
+		r.add("allocation bitmap: %v", err)
+	} else {
+		r.AllocatedBlocks = n
 	}
 	// Read every file even on a damaged image: the report then says which
 	// inodes the damage reaches.
@@ -175,18 +176,22 @@ func (t *authTree) leafPos(leafIdx uint64) uint64 {
 	return pos
 }
 
-// verifyAllocations marks every referenced allocation block and compares
-// with the bitmap.
+// verifyAllocations collects every referenced extent, checks that no two
+// overlap, and compares them with the bitmap word by word. It holds the
+// extents, not a per-block map, so it runs in memory proportional to the
+// number of files and index nodes.
 func (f *FS) verifyAllocations(r *VerifyReport) {
-	owner := make(map[uint64]string)
+	type owned struct {
+		e    disk.Extent
+		what string
+	}
+	var refs []owned
 	mark := func(e disk.Extent, what string) {
-		for a := e.Start; a < e.Start+e.Len && a < f.imageAllocBlocks; a++ {
-			if prev, ok := owner[a]; ok {
-				r.add("allocation block %d used by both %s and %s", a, prev, what)
-				continue
-			}
-			owner[a] = what
+		if e.Start >= f.imageAllocBlocks || e.Len == 0 {
+			return
 		}
+		e.Len = min(e.Len, f.imageAllocBlocks-e.Start)
+		refs = append(refs, owned{e, what})
 	}
 	mark(disk.Extent{Start: 0, Len: f.headerAllocs}, "the image header")
 	mark(f.journalHead, "the journal log head")
@@ -225,13 +230,61 @@ func (f *FS) verifyAllocations(r *VerifyReport) {
 	if err != nil {
 		r.add("inode index: %v", err)
 	}
-	for a := uint64(0); a < f.imageAllocBlocks; a++ {
-		used, alloc := owner[a] != "", f.bitmap.allocated(a)
-		switch {
-		case used && !alloc:
-			r.add("allocation block %d is used by %s but free in the allocation bitmap", a, owner[a])
-		case alloc && !used:
-			r.add("allocation block %d is allocated but nothing references it (leaked)", a)
+	slices.SortStableFunc(refs, func(a, b owned) int { return cmpU64(a.e.Start, b.e.Start) })
+	// Overlaps: each extent against the furthest-reaching one before it.
+	var reach uint64
+	var reacher string
+	for i, x := range refs {
+		if i > 0 && x.e.Start < reach {
+			r.add("allocation block %d used by both %s and %s", x.e.Start, reacher, x.what)
+		}
+		if end := x.e.Start + x.e.Len; end > reach {
+			reach, reacher = end, x.what
+		}
+	}
+	// Bitmap against references, one word at a time; refs is sorted, so a
+	// moving index finds the extents that reach each word.
+	first := 0
+	for i := uint64(0); i*64 < f.imageAllocBlocks; i++ {
+		lo, hi := i*64, min(i*64+64, f.imageAllocBlocks)
+		for first < len(refs) && refs[first].e.Start+refs[first].e.Len <= lo {
+			first++
+		}
+		var used uint64
+		owners := map[uint64]string{}
+		for k := first; k < len(refs) && refs[k].e.Start < hi; k++ {
+			a, b := max(refs[k].e.Start, lo), min(refs[k].e.Start+refs[k].e.Len, hi)
+			if a >= b {
+				continue
+			}
+			m := lowBits(b-a) << (a - lo)
+			if m&^used != 0 {
+				for x := a; x < b; x++ {
+					if _, ok := owners[x]; !ok {
+						owners[x] = refs[k].what
+					}
+				}
+			}
+			used |= m
+		}
+		alloc, err := f.bitmap.word(i)
+		if err != nil {
+			r.add("allocation bitmap: %v", err)
+			return
+		}
+		if d := used &^ alloc; d != 0 {
+			for x := lo; x < hi; x++ {
+				if d&(1<<(x-lo)) != 0 {
+					r.add("allocation block %d is used by %s but free in the allocation bitmap", x, owners[x])
+				}
+			}
+		}
+		if d := alloc &^ used; d != 0 {
+			for x := lo; x < hi; x++ {
+				if d&(1<<(x-lo)) != 0 {
+					r.add("allocation block %d is allocated but nothing references it (leaked)", x)
+				}
+			}
 		}
 	}
 }
