@@ -1,10 +1,10 @@
 package cocoonfs
 
 import (
-	"slices"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
