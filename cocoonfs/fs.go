@@ -1,6 +1,7 @@
 package cocoonfs
 
 import (
+	"bytes"
 	"fmt"
 	"io/fs"
 	"iter"
@@ -25,42 +26,33 @@ type FileInfo struct {
 
 // ReadFile returns the contents of inode ino, every byte authenticated.
 // A missing inode is fs.ErrNotExist; reserved inodes (below FirstUserInode)
-// are not files and are refused.
+// are not files and are refused. For large files, OpenFile streams instead.
 func (f *FS) ReadFile(ino uint64) ([]byte, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.failed != nil {
-		return nil, f.failed
-	}
-	return f.readFile(ino)
-}
-
-func (f *FS) readFile(ino uint64) ([]byte, error) {
-	e, err := f.userEntry(ino)
+	r, err := f.OpenFile(ino)
 	if err != nil {
 		return nil, err
 	}
-	return f.readEntry(e)
+	st, err := r.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, st.Size))
+	if _, err := r.WriteTo(buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Stat returns ino's flags and size. CocoonFS stores no length field (the
 // length is implied by the padding of the encrypted data), so Stat decrypts
-// the file.
+// the file's last cipher blocks: it reads one data block or two, whatever
+// the file's size.
 func (f *FS) Stat(ino uint64) (FileInfo, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.failed != nil {
-		return FileInfo{}, f.failed
-	}
-	e, err := f.userEntry(ino)
+	r, err := f.OpenFile(ino)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	data, err := f.readEntry(e)
-	if err != nil {
-		return FileInfo{}, err
-	}
-	return FileInfo{Inode: Inode{Ino: e.Inode, Flags: e.Flags}, Size: int64(len(data))}, nil
+	return r.Stat()
 }
 
 // Inodes iterates over the user inodes in increasing order, as of the
@@ -149,28 +141,4 @@ func (f *FS) entryExtents(e disk.LeafEntry) (data, chainExt []disk.Extent, err e
 	}
 	data, err = f.decodeExtentsList(e.Inode, list)
 	return data, chainExt, err
-}
-
-func (f *FS) readEntry(e disk.LeafEntry) ([]byte, error) {
-	exts, _, err := f.entryExtents(e)
-	if err != nil {
-		return nil, err
-	}
-	var total uint64
-	for _, x := range exts {
-		total += x.Len
-	}
-	ct := make([]byte, 0, total*f.layout.AllocBlockSize())
-	for _, x := range exts {
-		b, err := f.authRead(x.Start, x.Len)
-		if err != nil {
-			return nil, fmt.Errorf("inode %d: %w", e.Inode, err)
-		}
-		ct = append(ct, b...)
-	}
-	pt, err := decryptExtents(f.keys.blockCipher(e.Inode, subdomainData), ct)
-	if err != nil {
-		return nil, fmt.Errorf("inode %d: %w", e.Inode, err)
-	}
-	return pt, nil
 }

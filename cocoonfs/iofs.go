@@ -1,7 +1,6 @@
 package cocoonfs
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"io/fs"
@@ -44,11 +43,19 @@ func (v ioFS) Open(name string) (fs.File, error) {
 		}
 		return &dirFile{entries: entries}, nil
 	}
-	data, err := v.ReadFile(name)
-	if err != nil {
-		return nil, err
+	ino, ok := parseName(name)
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
-	return &file{info: fileInfo{name: name, size: int64(len(data))}, r: bytes.NewReader(data)}, nil
+	r, err := v.f.OpenFile(ino)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	st, err := r.Stat()
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return &file{info: fileInfo{name: name, size: st.Size}, r: io.NewSectionReader(r, 0, st.Size)}, nil
 }
 
 func (v ioFS) ReadFile(name string) ([]byte, error) {
@@ -139,11 +146,10 @@ func (d dirEntry) IsDir() bool                { return false }
 func (d dirEntry) Type() fs.FileMode          { return 0 }
 func (d dirEntry) Info() (fs.FileInfo, error) { return d.v.Stat(d.name) }
 
-// file is an open regular file; its contents were authenticated and
-// decrypted in full at open, as CBC with a per-file IV requires.
+// file is an open regular file, read in place through a File.
 type file struct {
 	info fileInfo
-	r    *bytes.Reader
+	r    *io.SectionReader
 }
 
 func (f *file) Stat() (fs.FileInfo, error) { return f.info, nil }

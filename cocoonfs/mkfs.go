@@ -339,11 +339,7 @@ func (b *builder) keepExtent() disk.Extent {
 // alloc finds n free allocation blocks starting at a multiple of align,
 // first fit from the cursor.
 func (b *builder) alloc(n, align uint64) (disk.Extent, error) {
-	e, err := b.al.alloc(n, align)
-	if err != nil {
-		return disk.Extent{}, fmt.Errorf("cocoonfs: %w", err)
-	}
-	return e, nil
+	return b.al.alloc(n, align)
 }
 
 func (b *builder) put(start uint64, data []byte) { b.writes = append(b.writes, region{start, data}) }

@@ -61,6 +61,8 @@ type FS struct {
 	mu     sync.RWMutex
 	writer sync.Mutex // one transaction at a time
 	rw     bool
+	// gen counts commits, so that open Files notice the state changed.
+	gen uint64
 	// failed is set when a commit could not finish applying or reloading:
 	// the in-memory state no longer matches the medium, so every further
 	// call fails until the image is reopened (which replays any journal).

@@ -152,6 +152,7 @@ func (tx *Tx) Commit(ctx context.Context) error {
 	f := tx.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer func() { f.gen++ }()
 	return f.commit(tx.files, tx.aux)
 }
 

@@ -1,0 +1,410 @@
+package cocoonfs
+
+import (
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"runtime"
+	"sync"
+
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+)
+
+// A file's contents are "encrypted extents": IV | CBC(payload | PKCS#7 |
+// zero blocks), spread over the file's extents in order. CBC decrypts any
+// cipher block from it and the one before it, and the authentication tree
+// authenticates each data block on its own, so a File reads any range
+// touching only the data blocks that hold it, and finds the file's length
+// by decrypting backwards from the end until it meets the padding.
+
+// readChunk is the ciphertext a sequential read handles at a time: large
+// enough for long device reads, small enough that a few in flight stay far
+// below any memory budget.
+const readChunk = 1 << 20
+
+// File is an open file of an image, read in place: nothing beyond the
+// blocks a read touches is loaded, and every byte returned was
+// authenticated first. A File follows its inode across commits: after a
+// transaction replaces it, reads see the new contents; after one removes
+// it, reads fail with fs.ErrNotExist. A File is safe for concurrent use.
+type File struct {
+	f   *FS
+	ino uint64
+
+	mu   sync.Mutex // guards the snapshot and the window below
+	snap fileSnapshot
+	// window holds the last small read's aligned plaintext window, so that
+	// a reader taking a few bytes at a time does not authenticate and
+	// decrypt the same data block again for each.
+	window    []byte
+	windowOff int64
+	windowGen uint64
+}
+
+// smallRead is the aligned plaintext window a read smaller than it loads
+// and keeps.
+const smallRead = 32 << 10
+
+// fileSnapshot is a file's location and length in one committed state.
+type fileSnapshot struct {
+	gen     uint64 // the FS generation it was resolved in
+	flags   uint32
+	extents []disk.Extent
+	ends    []uint64 // ciphertext byte offset where each extent ends
+	ctLen   uint64   // ciphertext bytes, IV included
+	size    int64    // plaintext bytes
+}
+
+// OpenFile opens inode ino for reading. It reads the file's extents and its
+// last data blocks (for the length), not its contents.
+func (f *FS) OpenFile(ino uint64) (*File, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return nil, f.failed
+	}
+	r := &File{f: f, ino: ino}
+	snap, err := f.resolveFile(ino)
+	if err != nil {
+		return nil, err
+	}
+	r.snap = snap
+	return r, nil
+}
+
+// resolveFile locates ino in the committed state; the caller holds f.mu.
+func (f *FS) resolveFile(ino uint64) (fileSnapshot, error) {
+	e, err := f.userEntry(ino)
+	if err != nil {
+		return fileSnapshot{}, err
+	}
+	exts, _, err := f.entryExtents(e)
+	if err != nil {
+		return fileSnapshot{}, err
+	}
+	s := fileSnapshot{gen: f.gen, flags: e.Flags, extents: exts}
+	ab := f.layout.AllocBlockSize()
+	for _, x := range exts {
+		s.ctLen += x.Len * ab
+		s.ends = append(s.ends, s.ctLen)
+	}
+	bs := uint64(f.algs.cipher.BlockSize)
+	if s.ctLen < 2*bs || s.ctLen%bs != 0 {
+		return fileSnapshot{}, corruptf("inode %d: encrypted extents of %d bytes do not hold an IV and whole cipher blocks", ino, s.ctLen)
+	}
+	if s.size, err = f.fileLength(ino, &s); err != nil {
+		return fileSnapshot{}, fmt.Errorf("inode %d: %w", ino, err)
+	}
+	return s, nil
+}
+
+// snapshot returns the file's location in the current committed state,
+// resolving it again if a commit happened since; the caller holds f.mu.
+func (r *File) snapshot() (fileSnapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.snap.gen != r.f.gen {
+		s, err := r.f.resolveFile(r.ino)
+		if err != nil {
+			return fileSnapshot{}, err
+		}
+		r.snap = s
+	}
+	return r.snap, nil
+}
+
+// Stat returns the file's inode number, flags and length.
+func (r *File) Stat() (FileInfo, error) {
+	r.f.mu.RLock()
+	defer r.f.mu.RUnlock()
+	if r.f.failed != nil {
+		return FileInfo{}, r.f.failed
+	}
+	s, err := r.snapshot()
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return FileInfo{Inode: Inode{Ino: r.ino, Flags: s.flags}, Size: s.size}, nil
+}
+
+// Close releases nothing but exists for symmetry with os.File; a File holds
+// no resources.
+func (r *File) Close() error { return nil }
+
+// readCT returns the authenticated ciphertext bytes [from, to) of the file.
+func (f *FS) readCT(s *fileSnapshot, from, to uint64) ([]byte, error) {
+	if from > to || to > s.ctLen {
+		return nil, fmt.Errorf("BUG: ciphertext range %d-%d outside the file's %d bytes", from, to, s.ctLen)
+	}
+	ab := f.layout.AllocBlockSize()
+	out := make([]byte, 0, to-from)
+	var begin uint64
+	for i, x := range s.extents {
+		end := s.ends[i]
+		if end <= from || begin >= to {
+			begin = end
+			continue
+		}
+		lo, hi := max(from, begin)-begin, min(to, end)-begin // within the extent
+		a := x.Start + lo/ab
+		n := (hi+ab-1)/ab - lo/ab
+		b, err := f.authRead(a, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b[lo%ab:lo%ab+(hi-lo)]...)
+		begin = end
+	}
+	return out, nil
+}
+
+// fileLength finds the plaintext length: decrypt cipher blocks backwards
+// from the end, past the zero blocks that fill the last allocation block, to
+// the PKCS#7 padding. Normally that reads one data block.
+func (f *FS) fileLength(ino uint64, s *fileSnapshot) (int64, error) {
+	bs := uint64(f.algs.cipher.BlockSize)
+	c := f.keys.blockCipher(ino, subdomainData)
+	window := max(f.layout.AuthTreeDataBlockSize(), 4*bs)
+	// Each round decrypts ciphertext blocks [from+bs, end), chained by the
+	// block at from; the next round ends where this one's chaining block does.
+	for end := s.ctLen; ; {
+		var from uint64
+		if end > window+bs {
+			from = (end - window) / bs * bs
+		}
+		ct, err := f.readCT(s, from, end)
+		if err != nil {
+			return 0, err
+		}
+		pt := make([]byte, len(ct)-int(bs))
+		cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(pt, ct[bs:])
+		for k := len(pt)/int(bs) - 1; k >= 0; k-- {
+			blk := pt[k*int(bs) : (k+1)*int(bs)]
+			if isZero(blk) {
+				continue
+			}
+			n := int(blk[bs-1])
+			if n == 0 || n > int(bs) {
+				return 0, corruptf("invalid padding length %d", n)
+			}
+			for _, b := range blk[int(bs)-n:] {
+				if int(b) != n {
+					return 0, corruptf("invalid padding bytes")
+				}
+			}
+			// Plaintext block k here is payload block from/bs+k.
+			return int64(from + uint64(k)*bs + bs - uint64(n)), nil
+		}
+		if from == 0 {
+			return 0, corruptf("decrypted entity has no padding")
+		}
+		end = from + bs
+	}
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadAt reads len(p) bytes at off, every byte authenticated. At the end of
+// the file it returns io.EOF, as io.ReaderAt requires.
+func (r *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, &fs.PathError{Op: "read", Path: fmt.Sprint(r.ino), Err: fs.ErrInvalid}
+	}
+	f := r.f
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return 0, f.failed
+	}
+	s, err := r.snapshot()
+	if err != nil {
+		return 0, err
+	}
+	if len(p) < smallRead && off < s.size {
+		return r.readSmall(&s, p, off)
+	}
+	n := 0
+	for n < len(p) && off+int64(n) < s.size {
+		want := min(len(p)-n, readChunk, int(s.size-off-int64(n)))
+		got, err := f.readPlain(r.ino, &s, uint64(off)+uint64(n), p[n:n+want])
+		n += got
+		if err != nil {
+			return n, fmt.Errorf("inode %d: %w", r.ino, err)
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readSmall serves a small read from the cached window around off, loading
+// the window first if needed; the caller holds f.mu.
+func (r *File) readSmall(s *fileSnapshot, p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for n < len(p) && off < s.size {
+		if r.windowGen != s.gen || r.window == nil || off < r.windowOff || off >= r.windowOff+int64(len(r.window)) {
+			start := off / smallRead * smallRead
+			w := make([]byte, min(smallRead, s.size-start))
+			if _, err := r.f.readPlain(r.ino, s, uint64(start), w); err != nil {
+				r.window = nil
+				return n, fmt.Errorf("inode %d: %w", r.ino, err)
+			}
+			r.window, r.windowOff, r.windowGen = w, start, s.gen
+		}
+		c := copy(p[n:], r.window[off-r.windowOff:])
+		n += c
+		off += int64(c)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readPlain decrypts plaintext bytes [off, off+len(p)) into p: it reads the
+// cipher blocks holding them and the one before (the CBC chaining value).
+func (f *FS) readPlain(ino uint64, s *fileSnapshot, off uint64, p []byte) (int, error) {
+	bs := uint64(f.algs.cipher.BlockSize)
+	first := off / bs
+	last := (off + uint64(len(p)) - 1) / bs
+	// Plaintext block k is ciphertext block k+1; ciphertext block k chains it.
+	ct, err := f.readCT(s, first*bs, (last+2)*bs)
+	if err != nil {
+		return 0, err
+	}
+	pt := make([]byte, len(ct)-int(bs))
+	cipher.NewCBCDecrypter(f.keys.blockCipher(ino, subdomainData), ct[:bs]).CryptBlocks(pt, ct[bs:])
+	return copy(p, pt[off-first*bs:]), nil
+}
+
+// WriteTo writes the whole file to w. Chunks are read, authenticated and
+// decrypted on every core while w receives them in order, through a fixed
+// number of buffers whatever the file's size.
+func (r *File) WriteTo(w io.Writer) (int64, error) {
+	f := r.f
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return 0, f.failed
+	}
+	s, err := r.snapshot()
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.streamFile(r.ino, &s, w)
+	if err != nil && !isWriterError(err) {
+		err = fmt.Errorf("inode %d: %w", r.ino, err)
+	}
+	return n, err
+}
+
+// writerError marks a failure of the destination, not of the image.
+type writerError struct{ err error }
+
+func (e *writerError) Error() string { return e.err.Error() }
+func (e *writerError) Unwrap() error { return e.err }
+
+func isWriterError(err error) bool {
+	var we *writerError
+	return errors.As(err, &we)
+}
+
+// streamFile decrypts the file chunk by chunk. Chunk i holds ciphertext
+// [i·C, (i+1)·C); its first cipher block is chained by the last block of
+// chunk i-1, which only chunk i-1's worker has authenticated, so workers
+// leave that block XORed with zero and the in-order writer finishes it with
+// the previous chunk's authenticated last block.
+func (f *FS) streamFile(ino uint64, s *fileSnapshot, w io.Writer) (int64, error) {
+	bs := uint64(f.algs.cipher.BlockSize)
+	chunk := uint64(readChunk) / bs * bs
+	plainEnd := uint64(s.size) + bs // ciphertext offset where the payload ends
+	chunks := (plainEnd + chunk - 1) / chunk
+	c := f.keys.blockCipher(ino, subdomainData)
+
+	type result struct {
+		pt     []byte // plaintext of the chunk's blocks (first one unchained)
+		lastCT []byte
+		err    error
+		done   chan struct{}
+	}
+	work := func(i uint64, res *result) {
+		defer close(res.done)
+		from, to := i*chunk, min((i+1)*chunk, plainEnd)
+		to = (to + bs - 1) / bs * bs
+		ct, err := f.readCT(s, from, to)
+		if err != nil {
+			res.err = err
+			return
+		}
+		res.lastCT = ct[len(ct)-int(bs):]
+		if i == 0 {
+			res.pt = make([]byte, len(ct)-int(bs))
+			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(res.pt, ct[bs:])
+			return
+		}
+		res.pt = make([]byte, len(ct))
+		c.Decrypt(res.pt[:bs], ct[:bs])
+		if len(ct) > int(bs) {
+			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(res.pt[bs:], ct[bs:])
+		}
+	}
+	workers := uint64(runtime.GOMAXPROCS(0))
+	results := make([]*result, chunks)
+	next := uint64(0) // next chunk to start
+	start := func() {
+		res := &result{done: make(chan struct{})}
+		results[next] = res
+		go work(next, res)
+		next++
+	}
+	defer func() {
+		// Let workers still running finish before their buffers are dropped.
+		for _, res := range results {
+			if res != nil {
+				<-res.done
+			}
+		}
+	}()
+	var written int64
+	var prevCT []byte
+	for i := uint64(0); i < chunks; i++ {
+		for next < chunks && next < i+workers+1 {
+			start()
+		}
+		res := results[i]
+		<-res.done
+		if res.err != nil {
+			return written, res.err
+		}
+		if i > 0 {
+			for j := uint64(0); j < bs; j++ {
+				res.pt[j] ^= prevCT[j]
+			}
+		}
+		prevCT = res.lastCT
+		out := res.pt
+		// The payload ends at size; padding and fill are not written.
+		if lim := int64(s.size) - written; int64(len(out)) > lim {
+			out = out[:lim]
+		}
+		m, err := w.Write(out)
+		written += int64(m)
+		if err != nil {
+			return written, &writerError{err}
+		}
+		results[i] = nil
+	}
+	return written, nil
+}
