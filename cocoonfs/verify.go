@@ -1,10 +1,10 @@
 package cocoonfs
 
 import (
-	"io"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
