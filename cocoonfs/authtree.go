@@ -32,8 +32,10 @@ type authTree struct {
 
 	rootDigest []byte // the root HMAC from the mutable header
 
+	root []byte // the root node, verified against the root HMAC
+
 	mu       sync.Mutex
-	verified map[uint64][]byte // node position → contents verified from the root
+	verified map[uint64][]byte // node position → contents verified from the root (bounded)
 
 	// dataMACs recycles keyed HMAC states: Reset restores the keyed state
 	// without rehashing the key pads, which matters at one HMAC per block.
@@ -200,9 +202,7 @@ func (t *authTree) verifyRoot(encCounter, imageContext []byte) error {
 	if !hmac.Equal(t.rootHMAC(root, encCounter, imageContext), t.rootDigest) {
 		return authf("authentication tree root does not match the root digest in the mutable header")
 	}
-	t.mu.Lock()
-	t.verified[0] = root
-	t.mu.Unlock()
+	t.root = root
 	return nil
 }
 
@@ -266,12 +266,21 @@ func (t *authTree) leafEntry(d uint64) ([]byte, error) {
 	if d >= t.dataBlocks {
 		return nil, corruptf("data block %d outside the authenticated range", d)
 	}
-	leafIdx := d / t.leafEntries
-	pos, first, level := uint64(0), uint64(0), t.height-1 // first: first leaf under the node
-	node, err := t.node(0, nil, 0, 0)
+	node, err := t.leafNode(d / t.leafEntries)
 	if err != nil {
 		return nil, err
 	}
+	slot := d % t.leafEntries
+	return node[slot*uint64(t.leafDigestLen) : (slot+1)*uint64(t.leafDigestLen)], nil
+}
+
+// leafNode returns leaf number leafIdx, verified on the path from the root.
+func (t *authTree) leafNode(leafIdx uint64) ([]byte, error) {
+	if t.root == nil {
+		return nil, fmt.Errorf("BUG: authentication tree root not verified before use")
+	}
+	pos, first, level := uint64(0), uint64(0), t.height-1 // first: first leaf under the node
+	node := t.root
 	for level > 0 {
 		span := uint64(1) // leaves per child
 		for i := 1; i < level; i++ {
@@ -281,27 +290,32 @@ func (t *authTree) leafEntry(d uint64) ([]byte, error) {
 		childPos := pos + 1 + c*t.fullSubtree(level-1)
 		childFirst := first + c*span
 		slot := node[c*uint64(t.nodeDigestLen) : (c+1)*uint64(t.nodeDigestLen)]
+		var err error
 		node, err = t.node(childPos, slot, level-1, childFirst*t.leafEntries)
 		if err != nil {
 			return nil, err
 		}
 		pos, first, level = childPos, childFirst, level-1
 	}
-	slot := d % t.leafEntries
-	return node[slot*uint64(t.leafDigestLen) : (slot+1)*uint64(t.leafDigestLen)], nil
+	return node, nil
 }
 
-// node returns the verified node at pos, checking it against want (its
-// digest in the verified parent) unless it is cached already.
+// treeCacheBytes bounds the verified nodes kept per open image. A dropped
+// node is read and verified again from its (cached or re-verified) parent.
+const treeCacheBytes = 8 << 20
+
+// node returns the verified node at pos (below the root), checking it
+// against want (its digest in the verified parent) unless it is cached. The
+// returned slice is shared: callers must not modify it.
 func (t *authTree) node(pos uint64, want []byte, level int, firstData uint64) ([]byte, error) {
+	if pos == 0 {
+		return t.root, nil
+	}
 	t.mu.Lock()
 	n, ok := t.verified[pos]
 	t.mu.Unlock()
 	if ok {
 		return n, nil
-	}
-	if want == nil {
-		return nil, fmt.Errorf("BUG: authentication tree root not verified before use")
 	}
 	raw, err := t.readNodeRaw(pos)
 	if err != nil {
@@ -311,6 +325,17 @@ func (t *authTree) node(pos uint64, want []byte, level int, firstData uint64) ([
 		return nil, authf("authentication tree node %d (level %d) does not match its parent", pos, level)
 	}
 	t.mu.Lock()
+	if uint64(len(t.verified)+1)*t.nodeSize > treeCacheBytes {
+		// Drop about half, in map order (pseudo-random).
+		k := len(t.verified) / 2
+		for p := range t.verified {
+			if k == 0 {
+				break
+			}
+			delete(t.verified, p)
+			k--
+		}
+	}
 	t.verified[pos] = raw
 	t.mu.Unlock()
 	return raw, nil
@@ -387,85 +412,6 @@ func (f *FS) physicalDataBlock(d uint64) uint64 {
 		}
 	}
 	return a
-}
-
-// subtreeNodes counts the nodes of the subtree at level whose first leaf is
-// firstLeaf (only the rightmost subtrees of a level can be partial).
-func (t *authTree) subtreeNodes(level int, firstLeaf uint64) uint64 {
-	if level == 0 {
-		return 1
-	}
-	span := uint64(1)
-	for i := 1; i < level; i++ {
-		span *= t.internalEntries
-	}
-	if firstLeaf+span*t.internalEntries <= t.leaves {
-		return t.fullSubtree(level)
-	}
-	n := uint64(1)
-	for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
-		n += t.subtreeNodes(level-1, firstLeaf+c*span)
-	}
-	return n
-}
-
-// rebuild recomputes, from scratch, every node on the paths from the root to
-// the affected leaves. leafDigest gives each data block's digest under an
-// affected leaf; unaffected gives the digest of a child subtree that holds
-// no affected leaf (committing: the verified committed digest; replaying:
-// the hash of the node on disk). It returns the new nodes by DFS position.
-func (t *authTree) rebuild(affected map[uint64]bool, leafDigest func(d uint64) ([]byte, error), unaffected func(pos uint64, level int, firstLeaf, parentPos, slot uint64) ([]byte, error)) (map[uint64][]byte, error) {
-	nodes := map[uint64][]byte{}
-	anyAffected := func(lo, hi uint64) bool {
-		for li := range affected {
-			if li >= lo && li < hi {
-				return true
-			}
-		}
-		return false
-	}
-	var rec func(pos uint64, level int, firstLeaf uint64) ([]byte, error)
-	rec = func(pos uint64, level int, firstLeaf uint64) ([]byte, error) {
-		node := make([]byte, t.nodeSize)
-		if level == 0 {
-			for slot := uint64(0); slot < t.leafEntries; slot++ {
-				d := firstLeaf*t.leafEntries + slot
-				if d >= t.dataBlocks {
-					break
-				}
-				dg, err := leafDigest(d)
-				if err != nil {
-					return nil, err
-				}
-				copy(node[slot*uint64(t.leafDigestLen):], dg)
-			}
-		} else {
-			span := uint64(1)
-			for i := 1; i < level; i++ {
-				span *= t.internalEntries
-			}
-			childPos := pos + 1
-			for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
-				cf := firstLeaf + c*span
-				var dg []byte
-				var err error
-				if anyAffected(cf, cf+span) {
-					dg, err = rec(childPos, level-1, cf)
-				} else {
-					dg, err = unaffected(childPos, level-1, cf, pos, c)
-				}
-				if err != nil {
-					return nil, err
-				}
-				copy(node[c*uint64(t.nodeDigestLen):], dg)
-				childPos += t.subtreeNodes(level-1, cf)
-			}
-		}
-		nodes[pos] = node
-		return t.nodeDigest(node, level, firstLeaf*t.leafEntries), nil
-	}
-	_, err := rec(0, t.height-1, 0)
-	return nodes, err
 }
 
 // nodeOffset is the byte offset of the node at DFS position pos.

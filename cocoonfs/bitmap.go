@@ -313,15 +313,6 @@ func (s *extentSet) mask(i uint64) uint64 {
 	return m
 }
 
-// blocks is the number of allocation blocks in the set.
-func (s *extentSet) blocks() uint64 {
-	var n uint64
-	for _, e := range s.ext {
-		n += e.Len
-	}
-	return n
-}
-
 // newBitmap is the bitmap of a state being built: the committed bitmap (nil
 // for a new image: all free) with a transaction's allocations set and its
 // releases cleared.

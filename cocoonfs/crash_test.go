@@ -42,6 +42,9 @@ func crashWorkload(t *testing.T, base []byte, n int, seed uint64, opts Options) 
 		prev := states[len(states)-1]
 		cur := maps.Clone(prev.files)
 		curAux := prev.aux
+		// File contents are written as the transaction goes, so its
+		// writes start at Begin.
+		before := faulty.Writes()
 		tx, err := f.Begin()
 		if err != nil {
 			t.Fatal(err)
@@ -86,7 +89,6 @@ func crashWorkload(t *testing.T, base []byte, n int, seed uint64, opts Options) 
 			}
 			cur[ino] = data
 		}
-		before := faulty.Writes()
 		if err := tx.Commit(t.Context()); err != nil {
 			t.Fatalf("transaction %d: %v", i, err)
 		}

@@ -26,18 +26,6 @@ func decryptBlock(c cipher.Block, blk []byte) ([]byte, error) {
 	return out, nil
 }
 
-// decryptExtents decrypts "encrypted extents" given the extents' bytes
-// concatenated: IV | CBC(payload | PKCS#7 | zero blocks).
-func decryptExtents(c cipher.Block, data []byte) ([]byte, error) {
-	bs := c.BlockSize()
-	if len(data) < 2*bs || (len(data)-bs)%bs != 0 {
-		return nil, corruptf("encrypted extents of %d bytes do not hold an IV and whole cipher blocks", len(data))
-	}
-	out := make([]byte, len(data)-bs)
-	cipher.NewCBCDecrypter(c, data[:bs]).CryptBlocks(out, data[bs:])
-	return unpad(out, bs)
-}
-
 // unpad strips the trailing zero fill and the PKCS#7 padding before it.
 func unpad(pt []byte, bs int) ([]byte, error) {
 	end := len(pt)

@@ -312,13 +312,6 @@ type region struct {
 
 func (b *builder) mark(e disk.Extent) { b.al.taken.add(e) }
 
-// isUsed reports whether block a is taken in the state being built (or in
-// the committed state it starts from).
-func (b *builder) isUsed(a uint64) (bool, error) {
-	w, err := b.al.inUse(a / 64)
-	return w&(1<<(a%64)) != 0, err
-}
-
 // keepExtent returns the allocation blocks of the image that hold the backup
 // creation info header and its aux metadata (mkfsInfoBuild.keep*), widened
 // to whole allocation blocks; empty when there is none or it lies beyond the
@@ -628,36 +621,64 @@ func (b *builder) buildAux(align uint64) error {
 	return nil
 }
 
-// writeChain stores payload in one chained extent just large enough and
-// returns the indirect extent pointer to it.
+// writeChain stores payload in chained extents, as few and as small as will
+// hold it (each at most the 64 allocation blocks an extent pointer can
+// describe), and returns the indirect extent pointer to the first.
 func (b *builder) writeChain(ch *chain, payload []byte) (disk.ExtentPtr, error) {
 	ab := b.f.layout.AllocBlockSize()
-	for k := uint64(1); k <= disk.MaxExtentAllocBlocks; k++ {
-		if ch.capacity(int(k*ab), true) < len(payload)+1 {
-			continue
+	var exts []disk.Extent
+	left := len(payload)
+	for first := true; ; first = false {
+		if len(exts) >= 1<<16 {
+			return 0, fmt.Errorf("cocoonfs: an extents list of %d bytes needs too many chained extents", len(payload))
+		}
+		k := uint64(0) // the smallest extent that holds the rest, if any
+		for c := uint64(1); c <= disk.MaxExtentAllocBlocks; c++ {
+			if ch.capacity(int(c*ab), first) >= left+1 {
+				k = c
+				break
+			}
+		}
+		last := k != 0
+		if !last {
+			k = disk.MaxExtentAllocBlocks
 		}
 		e, err := b.alloc(k, 1)
 		if err != nil {
 			return 0, err
 		}
-		buf := make([]byte, k*ab)
-		if err := ch.encode(payload, []disk.Extent{e}, [][]byte{buf}); err != nil {
-			return 0, err
+		exts = append(exts, e)
+		if last {
+			break
 		}
-		b.put(e.Start, buf)
-		return disk.NewExtentPtr(e.Start, k, true)
+		left -= ch.capacity(int(k*ab), first)
 	}
-	return 0, fmt.Errorf("cocoonfs: mkfs: an extents list of %d bytes needs more than one extent", len(payload))
+	bufs := make([][]byte, len(exts))
+	for i, e := range exts {
+		bufs[i] = make([]byte, e.Len*ab)
+	}
+	if err := ch.encode(payload, exts, bufs); err != nil {
+		return 0, err
+	}
+	for i, e := range exts {
+		b.put(e.Start, bufs[i])
+	}
+	return disk.NewExtentPtr(exts[0].Start, exts[0].Len, true)
 }
 
-// writeFile encrypts a file into one contiguous extent, referenced directly
-// when it is short enough and through an extents list otherwise.
+// writeFile encrypts a file (of Mkfs's Files) into one contiguous extent.
 func (b *builder) writeFile(ino uint64, data []byte) (disk.ExtentPtr, error) {
-	ct, err := b.f.encryptFile(ino, data)
+	f := b.f
+	ct, err := f.encryptFile(ino, data)
 	if err != nil {
 		return 0, err
 	}
-	return b.writeCiphertext(ino, ct, len(data))
+	e, err := b.alloc(uint64(len(ct))/f.layout.AllocBlockSize(), 1)
+	if err != nil {
+		return 0, fmt.Errorf("inode %d (%d bytes): %w", ino, len(data), err)
+	}
+	b.put(e.Start, ct)
+	return b.extentsPtr(ino, []disk.Extent{e})
 }
 
 // encryptFile encrypts a file's contents into the encrypted extents format,
@@ -669,21 +690,13 @@ func (f *FS) encryptFile(ino uint64, data []byte) ([]byte, error) {
 	return encryptExtents(c, data, int(n*ab))
 }
 
-// writeCiphertext allocates one contiguous extent for an encrypted file,
-// referenced directly when it is short enough and through an extents list
-// otherwise.
-func (b *builder) writeCiphertext(ino uint64, ct []byte, size int) (disk.ExtentPtr, error) {
-	f := b.f
-	n := uint64(len(ct)) / f.layout.AllocBlockSize()
-	e, err := b.alloc(n, 1)
-	if err != nil {
-		return 0, fmt.Errorf("inode %d (%d bytes): %w", ino, size, err)
+// extentsPtr is an inode's extent pointer: direct for one short extent,
+// otherwise to an extents list in chained extents.
+func (b *builder) extentsPtr(ino uint64, ext []disk.Extent) (disk.ExtentPtr, error) {
+	if len(ext) == 1 && ext[0].Len <= disk.MaxExtentAllocBlocks {
+		return disk.NewExtentPtr(ext[0].Start, ext[0].Len, false)
 	}
-	b.put(e.Start, ct)
-	if n <= disk.MaxExtentAllocBlocks {
-		return disk.NewExtentPtr(e.Start, n, false)
-	}
-	return b.writeChain(f.newChain(ino, subdomainExtentsList, 0, nil), disk.AppendExtentsList(nil, []disk.Extent{e}))
+	return b.writeChain(b.f.newChain(ino, subdomainExtentsList, 0, nil), disk.AppendExtentsList(nil, ext))
 }
 
 // encryptIndexNode encodes one inode index node (a leaf or an internal
@@ -956,31 +969,6 @@ func (b *builder) contentAt(a uint64) []byte {
 	}
 	off := (a - r.start) * ab
 	return r.data[off : off+ab]
-}
-
-// regionSpan returns the new contents of allocation blocks a..a+n-1 when a
-// single region holds all of them, without copying; nil otherwise.
-func (b *builder) regionSpan(a, n uint64) []byte {
-	first := b.contentAt(a)
-	if first == nil {
-		return nil
-	}
-	ab := b.f.layout.AllocBlockSize()
-	i, _ := slices.BinarySearchFunc(b.writes, a, func(r region, a uint64) int {
-		if r.start+uint64(len(r.data))/ab <= a {
-			return -1
-		}
-		if r.start > a {
-			return 1
-		}
-		return 0
-	})
-	r := b.writes[i]
-	if a+n > r.start+uint64(len(r.data))/ab {
-		return nil
-	}
-	off := (a - r.start) * ab
-	return r.data[off : off+n*ab]
 }
 
 func (b *builder) contentRange(a, n uint64) []byte {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
@@ -205,16 +206,6 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 	if w.err != nil {
 		return w.err
 	}
-	affected := map[uint64]bool{}
-	for _, r := range jl.AuthTreeUpdates {
-		for pdb := r.Start; pdb < r.Start+r.Len; pdb++ {
-			d, ok := f.tree.domainIndex(pdb << dataLog2)
-			if !ok || d >= f.tree.dataBlocks {
-				return corruptf("journal: tree update for data block %d outside the authenticated range", pdb)
-			}
-			affected[d/f.tree.leafEntries] = true
-		}
-	}
 	bitsOf := func(a, cnt uint64) (uint64, error) {
 		var word uint64
 		for i := uint64(0); i < cnt; i++ {
@@ -235,31 +226,17 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 		}
 		return word, nil
 	}
-	nodes, err := f.tree.rebuild(affected,
-		func(d uint64) ([]byte, error) {
-			a := f.physicalDataBlock(d)
-			cnt := min(per, f.imageAllocBlocks-a)
-			blk, err := f.readRaw(a*ab, cnt*ab)
-			if err != nil {
-				return nil, err
-			}
-			word, err := bitsOf(a, cnt)
-			if err != nil {
-				return nil, err
-			}
-			return f.tree.dataDigest(blk, word, d), nil
-		},
-		func(pos uint64, level int, firstLeaf, _, _ uint64) ([]byte, error) {
-			raw, err := f.tree.readNodeRaw(pos)
-			if err != nil {
-				return nil, err
-			}
-			return f.tree.nodeDigest(raw, level, firstLeaf*f.tree.leafEntries), nil
-		})
+	nodes, err := f.replayTree(jl.AuthTreeUpdates, bitsOf)
 	if err != nil {
 		return err
 	}
-	if !bytesEqual(f.tree.rootHMAC(nodes[0], newHdr.EncryptedCounter, f.imageContext()), newHdr.RootHMAC) {
+	root := nodes[0]
+	if root == nil {
+		if root, err = f.tree.readNodeRaw(0); err != nil {
+			return err
+		}
+	}
+	if !bytesEqual(f.tree.rootHMAC(root, newHdr.EncryptedCounter, f.imageContext()), newHdr.RootHMAC) {
 		return authf("journal replay: the rebuilt authentication tree does not match the committed root digest")
 	}
 	for pos, n := range nodes {
@@ -281,6 +258,76 @@ func (f *FS) replay(sh disk.StaticHeader, jh disk.JournalHead, head []byte) erro
 }
 
 func bytesEqual(a, b []byte) bool { return bytes.Equal(a, b) }
+
+// replayTree recomputes the digests of the data blocks a journal lists as
+// they are on the medium now, in order and in batches, and the tree nodes
+// above them (from the nodes as stored; the caller checks the root).
+func (f *FS) replayTree(ranges []disk.Range, bitsOf func(a, cnt uint64) (uint64, error)) (map[uint64][]byte, error) {
+	l := f.layout
+	ab := l.AllocBlockSize()
+	log2 := uint(l.AuthTreeDataBlockLog2)
+	per := uint64(1) << log2
+	// Sorted and merged, whatever order the log lists them in.
+	rs := slices.Clone(ranges)
+	slices.SortFunc(rs, func(x, y disk.Range) int { return cmpU64(x.Start, y.Start) })
+	var merged []disk.Range
+	for _, r := range rs {
+		if r.Len == 0 || r.Start+r.Len < r.Start || (r.Start+r.Len)<<log2>>log2 != r.Start+r.Len {
+			return nil, corruptf("journal: tree update range %d+%d is invalid", r.Start, r.Len)
+		}
+		if n := len(merged); n > 0 && r.Start <= merged[n-1].Start+merged[n-1].Len {
+			merged[n-1].Len = max(merged[n-1].Len, r.Start+r.Len-merged[n-1].Start)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	up := f.tree.newUpdater(f.tree.mediumNodes)
+	batch := max(uint64(readChunk)/(per*ab), 1)
+	for _, r := range merged {
+		for pdb := r.Start; pdb < r.Start+r.Len; {
+			n := min(r.Start+r.Len-pdb, batch)
+			a := pdb << log2
+			if a >= f.imageAllocBlocks {
+				return nil, corruptf("journal: tree update for data block %d beyond the image", pdb)
+			}
+			end := min((pdb+n)<<log2, f.imageAllocBlocks)
+			buf, err := f.readRaw(a*ab, (end-a)*ab)
+			if err != nil {
+				return nil, err
+			}
+			count := int((end - a + per - 1) / per)
+			ds := make([]uint64, count)
+			words := make([]uint64, count)
+			digests := make([][]byte, count)
+			for k := range count {
+				x := a + uint64(k)*per
+				d, ok := f.tree.domainIndex(x)
+				if !ok || d >= f.tree.dataBlocks {
+					return nil, corruptf("journal: tree update for data block %d outside the authenticated range", x>>log2)
+				}
+				if ds[k] = d; k > 0 && d != ds[k-1]+1 {
+					// The range crossed a tree extent: not a valid update.
+					return nil, corruptf("journal: tree update range crosses the authentication tree at block %d", x)
+				}
+				if words[k], err = bitsOf(x, min(per, f.imageAllocBlocks-x)); err != nil {
+					return nil, err
+				}
+			}
+			parallel(count, func(k int) {
+				lo := uint64(k) * per * ab
+				hi := min(lo+per*ab, uint64(len(buf)))
+				digests[k] = f.tree.dataDigest(buf[lo:hi], words[k], ds[k])
+			})
+			for k := range count {
+				if err := up.set(ds[k], digests[k]); err != nil {
+					return nil, err
+				}
+			}
+			pdb += n
+		}
+	}
+	return up.finish(), nil
+}
 
 // applyAndReload replays the journal just committed and reloads the
 // in-memory state from the medium.

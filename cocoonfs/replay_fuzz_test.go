@@ -2,6 +2,7 @@ package cocoonfs
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
@@ -61,7 +62,9 @@ func TestPendingJournalReplay(t *testing.T) {
 
 // FuzzReplay alters bytes of the pending journal (its head, and through the
 // offset any block after it): a read-write open must not panic, and if it
-// succeeds the image must verify and hold the old or the new state.
+// succeeds the image must verify and hold the old or the new state, or, when
+// the patch hit committed data the journal does not touch, report that data
+// as failing authentication: never return wrong data.
 func FuzzReplay(f *testing.F) {
 	img, before, after, journalOff := pendingJournalImage(f)
 	for _, s := range []struct {
@@ -86,7 +89,27 @@ func FuzzReplay(f *testing.F) {
 			return
 		}
 		if rep, err := fsys.Verify(t.Context(), nil); err != nil {
-			t.Fatalf("patch %x at %#x: opened, but Verify: %v %v", patch, o, err, rep.Problems)
+			if !errors.Is(err, ErrAuthentication) {
+				t.Fatalf("patch %x at %#x: opened, but Verify: %v %v", patch, o, err, rep.Problems)
+			}
+			// Damage found: every file that still reads must hold the old
+			// or the new contents.
+			for ino, err := range fsys.Inodes() {
+				if err != nil {
+					return
+				}
+				got, err := fsys.ReadFile(ino.Ino)
+				if err != nil {
+					if !errors.Is(err, ErrAuthentication) && !errors.Is(err, ErrCorrupt) {
+						t.Fatalf("patch %x at %#x: inode %d: %v", patch, o, ino.Ino, err)
+					}
+					continue
+				}
+				if !bytes.Equal(got, before[ino.Ino]) && !bytes.Equal(got, after[ino.Ino]) {
+					t.Fatalf("patch %x at %#x: inode %d reads wrong data", patch, o, ino.Ino)
+				}
+			}
+			return
 		}
 		okOld, _ := sameFiles(fsys, before)
 		okNew, _ := sameFiles(fsys, after)

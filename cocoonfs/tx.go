@@ -21,18 +21,20 @@ var ErrTxDone = errors.New("cocoonfs: transaction already finished")
 
 // Tx is one all-or-nothing set of changes. Begin one with (*FS).Begin, add
 // writes and removals, then Commit or Rollback. Only one transaction runs
-// at a time; readers see the committed state until Commit returns.
+// at a time; readers see the committed state until Commit returns. File
+// contents go to free blocks as they are written (see Create); the
+// transaction itself holds only their locations and digests. A Tx is not
+// safe for concurrent use.
 type Tx struct {
-	f     *FS
-	files map[uint64]*txFile // a nil value removes the inode
-	aux   *AuxMetadata       // new aux metadata, if set
-	done  bool
-}
-
-type txFile struct {
-	ct    []byte // the contents, already encrypted: the transaction's own copy
-	size  int
-	flags uint32
+	f       *FS
+	files   map[uint64]*txFile     // written files; a nil value removes the inode
+	writers map[uint64]*FileWriter // files being written
+	aux     *AuxMetadata           // new aux metadata, if set
+	al      *allocator             // blocks this transaction has taken
+	// dataCursor is where the next file data search starts (next fit, so
+	// a file's segments tend to follow each other).
+	dataCursor uint64
+	done       bool
 }
 
 // Begin starts a transaction, waiting for a running one to finish.
@@ -43,12 +45,13 @@ func (f *FS) Begin() (*Tx, error) {
 	f.writer.Lock()
 	f.mu.RLock()
 	failed := f.failed
+	al := &allocator{total: f.imageAllocBlocks, base: f.bitmap}
 	f.mu.RUnlock()
 	if failed != nil {
 		f.writer.Unlock()
 		return nil, failed
 	}
-	return &Tx{f: f, files: map[uint64]*txFile{}}, nil
+	return &Tx{f: f, files: map[uint64]*txFile{}, writers: map[uint64]*FileWriter{}, al: al}, nil
 }
 
 func checkUserInode(ino uint64) error {
@@ -58,27 +61,14 @@ func checkUserInode(ino uint64) error {
 	return nil
 }
 
-// WriteFile creates or replaces inode ino with data (copied) and flags;
-// only the low 8 flag bits are for applications, the rest must be zero.
-func (tx *Tx) WriteFile(ino uint64, data []byte, flags uint32) error {
-	if tx.done {
-		return ErrTxDone
+// drop forgets what the transaction wrote to ino and frees its blocks.
+func (tx *Tx) drop(ino uint64) {
+	if tf := tx.files[ino]; tf != nil {
+		for _, e := range tf.extents {
+			tx.al.release(e)
+		}
 	}
-	if err := checkUserInode(ino); err != nil {
-		return err
-	}
-	if flags&^0xff != 0 {
-		return fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
-	}
-	// Encrypting now makes the transaction's private copy of data in one
-	// pass, outside the commit's exclusive lock. The key is the inode's own,
-	// independent of where the commit puts the file.
-	ct, err := tx.f.encryptFile(ino, data)
-	if err != nil {
-		return err
-	}
-	tx.files[ino] = &txFile{ct: ct, size: len(data), flags: flags}
-	return nil
+	delete(tx.files, ino)
 }
 
 // Remove deletes inode ino; a missing inode is fs.ErrNotExist.
@@ -91,6 +81,10 @@ func (tx *Tx) Remove(ino uint64) error {
 	}
 	pending, wasWritten := tx.files[ino]
 	wasWritten = wasWritten && pending != nil
+	if w := tx.writers[ino]; w != nil {
+		w.abort(fmt.Errorf("cocoonfs: inode %d removed while being written", ino))
+		wasWritten = true
+	}
 	tx.f.mu.RLock()
 	_, committed, err := tx.f.index.lookup(ino)
 	tx.f.mu.RUnlock()
@@ -101,11 +95,12 @@ func (tx *Tx) Remove(ino uint64) error {
 	case committed:
 		// Removal wins over an earlier write in this transaction.
 	case wasWritten:
-		delete(tx.files, ino) // created in this transaction: just cancel it
+		tx.drop(ino) // created in this transaction: just cancel it
 		return nil
 	default:
 		return fmt.Errorf("cocoonfs: inode %d: %w", ino, fs.ErrNotExist)
 	}
+	tx.drop(ino)
 	tx.files[ino] = nil
 	return nil
 }
@@ -127,9 +122,13 @@ func (tx *Tx) SetAuxMetadata(m *AuxMetadata) error {
 	return nil
 }
 
-// Rollback abandons the transaction; nothing was written.
+// Rollback abandons the transaction. Whatever its writers put in free
+// blocks stays free space; the image is unchanged.
 func (tx *Tx) Rollback() {
 	if !tx.done {
+		for _, w := range tx.writers {
+			w.abort(ErrTxDone)
+		}
 		tx.done = true
 		tx.f.writer.Unlock()
 	}
@@ -143,6 +142,9 @@ func (tx *Tx) Commit(ctx context.Context) error {
 		return ErrTxDone
 	}
 	defer tx.Rollback()
+	for ino := range tx.writers {
+		return fmt.Errorf("cocoonfs: commit while inode %d is still being written (Close its writer first)", ino)
+	}
 	if len(tx.files) == 0 && tx.aux == nil {
 		return nil
 	}
@@ -153,13 +155,14 @@ func (tx *Tx) Commit(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer func() { f.gen++ }()
-	return f.commit(tx.files, tx.aux)
+	return f.commit(tx)
 }
 
 // txPlan is everything a commit changes, computed before anything is written.
 type txPlan struct {
-	b       *builder          // allocations and new contents (nf is its shadow FS)
+	b       *builder          // metadata allocations and contents (nf is its shadow FS)
 	nf      *FS               // the new state's header and bitmap
+	files   []*txFile         // new files, already on the medium
 	freed   []disk.Extent     // blocks the new state releases
 	freeSet extentSet         // the same, as a set
 	inPlace map[uint64][]byte // allocation block → new contents of index nodes updated in place
@@ -167,8 +170,8 @@ type txPlan struct {
 
 // commit computes the plan, writes the journal (the commit point), applies
 // it and reloads the committed state.
-func (f *FS) commit(files map[uint64]*txFile, aux *AuxMetadata) error {
-	p, err := f.plan(files, aux)
+func (f *FS) commit(tx *Tx) error {
+	p, err := f.plan(tx)
 	if err != nil {
 		return err
 	}
@@ -197,9 +200,10 @@ func (f *FS) commit(files map[uint64]*txFile, aux *AuxMetadata) error {
 // nodes created by splits go to blocks free in the committed state; changed
 // index nodes, the bitmap and the mutable header are updated in place
 // through staged copies.
-func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
+func (f *FS) plan(tx *Tx) (*txPlan, error) {
+	files, aux := tx.files, tx.aux
 	nf := f.shadow()
-	b := &builder{f: nf, al: &allocator{total: f.imageAllocBlocks, base: f.bitmap}}
+	b := &builder{f: nf, al: tx.al}
 	p := &txPlan{b: b, nf: nf}
 
 	mt, err := f.newMtree(b)
@@ -222,10 +226,11 @@ func (f *FS) plan(files map[uint64]*txFile, aux *AuxMetadata) (*txPlan, error) {
 		tf := files[ino]
 		switch {
 		case tf != nil:
-			ptr, err := b.writeCiphertext(ino, tf.ct, tf.size)
+			ptr, err := b.extentsPtr(ino, tf.extents)
 			if err != nil {
 				return nil, err
 			}
+			p.files = append(p.files, tf)
 			if err := mt.put(disk.LeafEntry{Inode: ino, Ptr: ptr, Flags: tf.flags}); err != nil {
 				return nil, err
 			}

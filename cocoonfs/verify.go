@@ -145,13 +145,11 @@ func (f *FS) Verify(ctx context.Context, progress func(done, total uint64)) (*Ve
 func (f *FS) verifyTreeTail(r *VerifyReport) {
 	t := f.tree
 	last := t.dataBlocks - 1
-	if _, err := t.leafEntry(last); err != nil { // verifies the path to the last leaf
+	raw, err := t.leafNode(last / t.leafEntries)
+	if err != nil {
 		r.add("authentication tree: %v", err)
 		return
 	}
-	t.mu.Lock()
-	raw := t.verified[t.leafPos(last/t.leafEntries)]
-	t.mu.Unlock()
 	for slot := last%t.leafEntries + 1; slot < t.leafEntries; slot++ {
 		for _, b := range raw[slot*uint64(t.leafDigestLen) : (slot+1)*uint64(t.leafDigestLen)] {
 			if b != 0 {
@@ -160,21 +158,6 @@ func (f *FS) verifyTreeTail(r *VerifyReport) {
 			}
 		}
 	}
-}
-
-// leafPos is the DFS position of leaf number leafIdx.
-func (t *authTree) leafPos(leafIdx uint64) uint64 {
-	pos, first := uint64(0), uint64(0)
-	for level := t.height - 1; level > 0; level-- {
-		span := uint64(1)
-		for i := 1; i < level; i++ {
-			span *= t.internalEntries
-		}
-		c := (leafIdx - first) / span
-		pos += 1 + c*t.fullSubtree(level-1)
-		first += c * span
-	}
-	return pos
 }
 
 // verifyAllocations collects every referenced extent, checks that no two

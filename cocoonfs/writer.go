@@ -1,0 +1,449 @@
+package cocoonfs
+
+import (
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sync/atomic"
+
+	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
+)
+
+// Writing a file streams it to the medium before the commit: its blocks are
+// free in the committed state, so nothing the committed state depends on
+// changes, and a transaction that never commits leaves only ciphertext in
+// free space. One goroutine encrypts (CBC is sequential) while another
+// computes the authentication tree data block HMACs of finished segments
+// and writes them, so a transaction holds per file a digest per data block
+// and the few partial data blocks at extent edges, never the contents.
+
+// segmentBytes is the ciphertext a writer allocates, encrypts and writes at
+// a time: one long device write, and the unit handed between the two
+// goroutines.
+const segmentBytes = 1 << 20
+
+// segmentsInFlight bounds the buffers of one writer: one being encrypted,
+// the others being sealed or queued.
+const segmentsInFlight = 3
+
+// txFile is a file written by a transaction.
+type txFile struct {
+	flags   uint32
+	size    int64
+	extents []disk.Extent // in file order
+	// runs are the digests of the data blocks wholly inside the file's
+	// extents, computed as they were written; edges hold the file's bytes in
+	// data blocks it shares with other blocks, whose digests the commit
+	// computes once every bit of the new bitmap is known.
+	runs  []digestRun
+	edges []region
+}
+
+// digestRun holds the digests of consecutive physical data blocks.
+type digestRun struct {
+	pdb     uint64 // first data block (physical allocation block >> data block log2)
+	digests []byte // back to back
+}
+
+// FileWriter writes one file of a transaction; see Tx.Create. It is not
+// safe for concurrent use.
+type FileWriter struct {
+	tx    *Tx
+	ino   uint64
+	file  *txFile
+	bs    int
+	enc   cipher.BlockMode // CBC, chained across segments
+	part  []byte           // plaintext short of a cipher block
+	seg   []byte           // ciphertext of the current segment so far
+	ext   disk.Extent      // the current segment's allocation
+	seal  *sealer
+	err   error // sticky: a failed writer stays failed
+	ended bool
+}
+
+// Create starts writing inode ino (replacing it when the transaction
+// commits) with the given flags. Write the contents, then Close the writer
+// before Commit. Writing the same inode again in the transaction replaces
+// what was written before.
+func (tx *Tx) Create(ino uint64, flags uint32) (*FileWriter, error) {
+	if tx.done {
+		return nil, ErrTxDone
+	}
+	if err := checkUserInode(ino); err != nil {
+		return nil, err
+	}
+	if flags&^0xff != 0 {
+		return nil, fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
+	}
+	if w := tx.writers[ino]; w != nil {
+		w.abort(errors.New("cocoonfs: replaced by a later write in the same transaction"))
+	}
+	tx.drop(ino)
+	w := &FileWriter{tx: tx, ino: ino, file: &txFile{flags: flags}, bs: tx.f.algs.cipher.BlockSize}
+	tx.writers[ino] = w
+	return w, nil
+}
+
+// WriteFile creates or replaces inode ino with data and flags; only the low
+// 8 flag bits are for applications, the rest must be zero.
+func (tx *Tx) WriteFile(ino uint64, data []byte, flags uint32) error {
+	w, err := tx.Create(ino, flags)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// WriteFileFrom is WriteFile with the contents read from r until EOF.
+func (tx *Tx) WriteFileFrom(ino uint64, r io.Reader, flags uint32) (int64, error) {
+	w, err := tx.Create(ino, flags)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.ReadFrom(r)
+	if err != nil {
+		w.abort(err)
+		return n, err
+	}
+	return n, w.Close()
+}
+
+func (w *FileWriter) check() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.ended {
+		return fmt.Errorf("cocoonfs: inode %d: write after Close", w.ino)
+	}
+	if w.tx.done {
+		return ErrTxDone
+	}
+	return nil
+}
+
+// Write appends p to the file.
+func (w *FileWriter) Write(p []byte) (int, error) {
+	if err := w.check(); err != nil {
+		return 0, err
+	}
+	if w.enc == nil {
+		if err := w.start(); err != nil {
+			return 0, w.fail(err)
+		}
+	}
+	n := len(p)
+	w.file.size += int64(n)
+	bs := w.bs
+	if len(w.part) > 0 {
+		k := copy(w.part[len(w.part):bs], p)
+		w.part = w.part[:len(w.part)+k]
+		p = p[k:]
+		if len(w.part) < bs {
+			return n, nil
+		}
+		if err := w.encrypt(w.part); err != nil {
+			return 0, w.fail(err)
+		}
+		w.part = w.part[:0]
+	}
+	whole := len(p) / bs * bs
+	if err := w.encrypt(p[:whole]); err != nil {
+		return 0, w.fail(err)
+	}
+	w.part = append(w.part[:0], p[whole:]...)
+	return n, nil
+}
+
+// ReadFrom appends everything r yields until EOF.
+func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Close ends the file: the padding, the zero blocks up to the allocation
+// block, the last segment; it returns once every block is on the medium
+// (not yet committed: that is the transaction's Commit).
+func (w *FileWriter) Close() error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	if w.enc == nil {
+		if err := w.start(); err != nil {
+			return w.fail(err)
+		}
+	}
+	bs := w.bs
+	// PKCS#7: one to bs bytes of the pad length.
+	padded := append(w.part, make([]byte, bs-len(w.part))...)
+	for i := len(w.part); i < bs; i++ {
+		padded[i] = byte(bs - len(w.part))
+	}
+	if err := w.encrypt(padded); err != nil {
+		return w.fail(err)
+	}
+	// Zero blocks up to the allocation block's end.
+	ab := int(w.tx.f.layout.AllocBlockSize())
+	if rem := len(w.seg) % ab; rem != 0 {
+		if err := w.encrypt(make([]byte, ab-rem)); err != nil {
+			return w.fail(err)
+		}
+	}
+	if err := w.flush(true); err != nil {
+		return w.fail(err)
+	}
+	runs, edges, err := w.seal.wait()
+	w.seal = nil
+	if err != nil {
+		return w.fail(err)
+	}
+	w.file.runs, w.file.edges = runs, edges
+	w.ended = true
+	delete(w.tx.writers, w.ino)
+	w.tx.files[w.ino] = w.file
+	return nil
+}
+
+// Size is the number of plaintext bytes written so far.
+func (w *FileWriter) Size() int64 { return w.file.size }
+
+// start allocates the first segment and writes the IV.
+func (w *FileWriter) start() error {
+	w.seal = w.tx.f.newSealer()
+	if err := w.nextSegment(); err != nil {
+		return err
+	}
+	iv := randomBytes(w.bs)
+	w.seg = append(w.seg, iv...)
+	w.enc = cipher.NewCBCEncrypter(w.tx.f.keys.blockCipher(w.ino, subdomainData), iv)
+	w.part = make([]byte, 0, w.bs)
+	return nil
+}
+
+// encrypt appends the encryption of whole cipher blocks p to the stream,
+// shipping segments as they fill.
+func (w *FileWriter) encrypt(p []byte) error {
+	for len(p) > 0 {
+		room := int(w.ext.Len*w.tx.f.layout.AllocBlockSize()) - len(w.seg)
+		if room == 0 {
+			if err := w.flush(false); err != nil {
+				return err
+			}
+			if err := w.nextSegment(); err != nil {
+				return err
+			}
+			continue
+		}
+		k := min(room, len(p))
+		dst := w.seg[len(w.seg) : len(w.seg)+k]
+		w.enc.CryptBlocks(dst, p[:k])
+		w.seg = w.seg[:len(w.seg)+k]
+		p = p[k:]
+	}
+	return nil
+}
+
+// nextSegment allocates the next segment and takes a buffer for it.
+func (w *FileWriter) nextSegment() error {
+	e, err := w.tx.allocData(segmentBytes / w.tx.f.layout.AllocBlockSize())
+	if err != nil {
+		return fmt.Errorf("cocoonfs: inode %d (%d bytes so far): %w", w.ino, w.file.size, err)
+	}
+	w.ext = e
+	if n := len(w.file.extents); n > 0 && w.file.extents[n-1].Start+w.file.extents[n-1].Len == e.Start {
+		w.file.extents[n-1].Len += e.Len
+	} else {
+		w.file.extents = append(w.file.extents, e)
+	}
+	w.seg = w.seal.buffer()
+	return nil
+}
+
+// flush hands the current segment to the sealer. The last one gives back
+// the allocation blocks it did not fill.
+func (w *FileWriter) flush(last bool) error {
+	ab := w.tx.f.layout.AllocBlockSize()
+	used := uint64(len(w.seg)) / ab
+	if last {
+		if unused := w.ext.Len - used; unused > 0 {
+			w.tx.al.release(disk.Extent{Start: w.ext.Start + used, Len: unused})
+			w.file.extents[len(w.file.extents)-1].Len -= unused
+		}
+	}
+	return w.seal.submit(w.ext.Start, w.seg[:used*ab])
+}
+
+// fail makes the writer's error sticky and gives its blocks back.
+func (w *FileWriter) fail(err error) error {
+	w.abort(err)
+	return err
+}
+
+// abort stops the writer: its blocks are free again, nothing of it reaches
+// the commit.
+func (w *FileWriter) abort(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+	if w.seal != nil {
+		w.seal.wait()
+		w.seal = nil
+	}
+	if !w.ended {
+		for _, e := range w.file.extents {
+			w.tx.al.release(e)
+		}
+		w.file.extents = nil
+		w.ended = true
+		if w.tx.writers[w.ino] == w {
+			delete(w.tx.writers, w.ino)
+		}
+	}
+}
+
+// allocData takes the next run of free blocks for file data, up to want,
+// aligned to the data block and IO block so that full data blocks can be
+// digested as they are written and segments never share an IO block with
+// anything else; on a fragmented image any free block will do.
+func (tx *Tx) allocData(want uint64) (disk.Extent, error) {
+	l := tx.f.layout
+	align := max(uint64(1)<<l.AuthTreeDataBlockLog2, l.IOBlockSize()/l.AllocBlockSize())
+	want = max(want/align*align, align)
+	al := tx.al
+	for _, try := range []struct{ from, min, align uint64 }{
+		{tx.dataCursor, align, align},
+		{0, align, align},
+		{0, 1, 1},
+	} {
+		start, n, ok, err := al.freeRun(try.from, want, try.min, try.align)
+		if err != nil {
+			return disk.Extent{}, err
+		}
+		if ok {
+			e := disk.Extent{Start: start, Len: n}
+			al.taken.add(e)
+			tx.dataCursor = start + n
+			return e, nil
+		}
+	}
+	return disk.Extent{}, fmt.Errorf("image full: %w", ErrNoSpace)
+}
+
+// sealer is the second goroutine of a writer: for each segment, the digests
+// of its whole data blocks, copies of its edges, and the device write.
+type sealer struct {
+	f      *FS
+	jobs   chan sealJob
+	pool   chan []byte
+	done   chan struct{}
+	runs   []digestRun
+	edges  []region
+	err    error       // read after done
+	failed atomic.Bool // err is set: stop feeding it
+	closed bool        // jobs is closed
+}
+
+type sealJob struct {
+	start uint64 // allocation block
+	data  []byte // whole allocation blocks
+}
+
+func (f *FS) newSealer() *sealer {
+	s := &sealer{f: f, jobs: make(chan sealJob, segmentsInFlight-1), pool: make(chan []byte, segmentsInFlight), done: make(chan struct{})}
+	for i := 0; i < segmentsInFlight; i++ {
+		s.pool <- nil // buffers are made on first use
+	}
+	go s.run()
+	return s
+}
+
+// buffer returns an empty segment buffer, waiting for one to be free.
+func (s *sealer) buffer() []byte {
+	b := <-s.pool
+	if b == nil {
+		b = make([]byte, 0, segmentBytes)
+	}
+	return b[:0]
+}
+
+func (s *sealer) submit(start uint64, data []byte) error {
+	if s.failed.Load() {
+		_, _, err := s.wait()
+		return err
+	}
+	s.jobs <- sealJob{start, data}
+	return nil
+}
+
+// wait ends the sealer and returns what it computed.
+func (s *sealer) wait() ([]digestRun, []region, error) {
+	if !s.closed {
+		s.closed = true
+		close(s.jobs)
+	}
+	<-s.done
+	return s.runs, s.edges, s.err
+}
+
+func (s *sealer) run() {
+	defer close(s.done)
+	for j := range s.jobs {
+		if s.err == nil {
+			if s.err = s.seal(j); s.err != nil {
+				s.failed.Store(true)
+			}
+		}
+		s.pool <- j.data[:0]
+	}
+}
+
+func (s *sealer) seal(j sealJob) error {
+	f := s.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	log2 := uint(l.AuthTreeDataBlockLog2)
+	per := uint64(1) << log2
+	end := j.start + uint64(len(j.data))/ab
+	for pdb := j.start >> log2; pdb<<log2 < end; pdb++ {
+		a := pdb << log2
+		cnt := min(per, f.imageAllocBlocks-a)
+		if a >= j.start && a+cnt <= end {
+			d, ok := f.tree.domainIndex(a)
+			if !ok {
+				return fmt.Errorf("BUG: file data allocated in the authentication tree at block %d", a)
+			}
+			dg := f.tree.dataDigest(j.data[(a-j.start)*ab:(a-j.start+cnt)*ab], lowBits(cnt), d)
+			if n := len(s.runs); n > 0 && s.runs[n-1].pdb+uint64(len(s.runs[n-1].digests)/len(dg)) == pdb {
+				s.runs[n-1].digests = append(s.runs[n-1].digests, dg...)
+			} else {
+				s.runs = append(s.runs, digestRun{pdb: pdb, digests: dg})
+			}
+			continue
+		}
+		lo, hi := max(a, j.start), min(a+cnt, end)
+		s.edges = append(s.edges, region{start: lo, data: append([]byte(nil), j.data[(lo-j.start)*ab:(hi-j.start)*ab]...)})
+	}
+	if _, err := f.dev.WriteAt(j.data, int64(j.start*ab)); err != nil {
+		return fmt.Errorf("cocoonfs: write %d bytes at %d: %w", len(j.data), j.start*ab, err)
+	}
+	return nil
+}
