@@ -206,36 +206,19 @@ func (t *authTree) verifyRoot(encCounter, imageContext []byte) error {
 	return nil
 }
 
-// build lays out the whole tree for the given data block digests: the
-// returned buffer holds every stored node in DFS pre-order (nodes past the
-// tree's size stay zero, as do entries past the image's end).
+// build lays out the whole tree for the given data block digests in one
+// buffer, through the streaming builder mkfs uses (nodes past the tree's
+// size stay zero, as do entries past the image's end).
 func (t *authTree) build(leafDigest func(d uint64) []byte) []byte {
-	ns := t.nodeSize
 	buf := make([]byte, t.allocLen*t.fs.layout.AllocBlockSize())
-	var rec func(pos uint64, level int, firstLeaf uint64) (size uint64, digest []byte)
-	rec = func(pos uint64, level int, firstLeaf uint64) (uint64, []byte) {
-		node := buf[pos*ns : (pos+1)*ns]
-		if level == 0 {
-			for slot := uint64(0); slot < t.leafEntries; slot++ {
-				if d := firstLeaf*t.leafEntries + slot; d < t.dataBlocks {
-					copy(node[slot*uint64(t.leafDigestLen):], leafDigest(d))
-				}
-			}
-			return 1, t.nodeDigest(node, 0, firstLeaf*t.leafEntries)
+	tb := t.newBuilder(func(off uint64, p []byte) { copy(buf[off:], p) }, 0)
+	for d := uint64(0); d < t.leaves*t.leafEntries; d++ {
+		if d < t.dataBlocks {
+			tb.add(leafDigest(d))
+		} else {
+			tb.add(make([]byte, t.leafDigestLen))
 		}
-		span := uint64(1)
-		for i := 1; i < level; i++ {
-			span *= t.internalEntries
-		}
-		size := uint64(1)
-		for c := uint64(0); c < t.internalEntries && firstLeaf+c*span < t.leaves; c++ {
-			n, dg := rec(pos+size, level-1, firstLeaf+c*span)
-			copy(node[c*uint64(t.nodeDigestLen):], dg)
-			size += n
-		}
-		return size, t.nodeDigest(node, level, firstLeaf*t.leafEntries)
 	}
-	rec(0, t.height-1, 0)
 	return buf
 }
 

@@ -139,3 +139,33 @@ func (ch *chain) encode(payload []byte, extents []disk.Extent, bufs [][]byte) er
 	}
 	return nil
 }
+
+// encryptFile encrypts a file's contents into the encrypted extents format,
+// sized to whole allocation blocks.
+func (f *FS) encryptFile(ino uint64, data []byte) ([]byte, error) {
+	ab := f.layout.AllocBlockSize()
+	c := f.keys.blockCipher(ino, subdomainData)
+	n := (uint64(extentsLen(len(data), c.BlockSize())) + ab - 1) / ab
+	return encryptExtents(c, data, int(n*ab))
+}
+
+// encryptIndexNode encodes one inode index node (a leaf or an internal
+// node) and encrypts it as an encrypted block of the node's size.
+func (f *FS) encryptIndexNode(leaf *disk.LeafNode, inner *disk.InternalNode) ([]byte, error) {
+	l := f.layout
+	c := f.keys.blockCipher(inoIndexRoot, subdomainData)
+	bs := uint64(c.BlockSize())
+	var pt []byte
+	var err error
+	size := l.IndexInternalSize()
+	if leaf != nil {
+		size = l.IndexLeafSize()
+		pt, err = disk.EncodeLeafNode(*leaf, int((size-bs)/bs*bs))
+	} else {
+		pt, err = disk.EncodeInternalNode(*inner, int((size-bs)/bs*bs))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return encryptBlock(c, pt, int(size))
+}

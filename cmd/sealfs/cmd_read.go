@@ -61,19 +61,23 @@ func runRead(_ context.Context, opts *readOptions, args []string, stdout, _ io.W
 		return err
 	}
 	defer closeFS()
-	data, err := f.ReadFile(ino)
+	r, err := f.OpenFile(ino)
 	if errors.Is(err, fs.ErrInvalid) {
 		return withCode(ExitUsage, err) // a reserved inode: not a file
 	}
 	if err != nil {
 		return err
 	}
-	defer clear(data) // decrypted contents: do not leave them on the heap
+	// Streamed through fixed buffers: a file of any size, nothing of it
+	// left on the heap beyond the chunks in flight.
 	if opts.Output == "" {
-		_, err = stdout.Write(data)
+		_, err = r.WriteTo(stdout)
 		return err
 	}
-	return withCode(ExitError, writeFileAtomic(opts.Output, data))
+	return writeFileAtomicFrom(opts.Output, func(w io.Writer) error {
+		_, err := r.WriteTo(w)
+		return err
+	})
 }
 
 // parseIno accepts decimal or 0x-prefixed hex. strconv's base 0 is not used

@@ -62,17 +62,18 @@ func runWrite(ctx context.Context, opts *writeOptions, args []string, stdin io.R
 	if err != nil {
 		return usageErrorf("--flags: %q is not a number from 0 to 255", opts.Flags)
 	}
-	var data []byte
+	var in io.Reader = stdin
 	if args[2] == "-" {
 		if opts.Key.readsStdin() {
 			return usageErrorf("the key and the file cannot both come from standard input")
 		}
-		data, err = io.ReadAll(stdin)
 	} else {
-		data, err = os.ReadFile(args[2])
-	}
-	if err != nil {
-		return withCode(ExitError, err)
+		file, err := os.Open(args[2])
+		if err != nil {
+			return withCode(ExitError, err)
+		}
+		defer file.Close()
+		in = file
 	}
 	f, closeFS, err := openFSWritable(&opts.imageOptions, args[0])
 	if err != nil {
@@ -84,13 +85,42 @@ func runWrite(ctx context.Context, opts *writeOptions, args []string, stdin io.R
 		return err
 	}
 	defer tx.Rollback()
-	if err := tx.WriteFile(ino, data, uint32(flags)); err != nil {
-		return usageError(err)
+	w, err := tx.Create(ino, uint32(flags))
+	if err != nil {
+		return usageError(err) // a reserved inode or bad flags
+	}
+	// The contents stream from the input to free blocks of the image; a
+	// failure before Commit leaves the image as it was.
+	src := &inputReader{r: in}
+	n, err := w.ReadFrom(src)
+	if err == nil {
+		err = w.Close()
+	}
+	if src.err != nil {
+		return withCode(ExitError, fmt.Errorf("reading %s: %w", args[2], src.err))
+	}
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
-	return reportCommit(stdout, opts.JSON, fmt.Sprintf("wrote %d bytes to inode %d", len(data), ino), hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
+	return reportCommit(stdout, opts.JSON, fmt.Sprintf("wrote %d bytes to inode %d", n, ino), hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
+}
+
+// inputReader remembers the input's own error, so that it is not taken for
+// the image's.
+type inputReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *inputReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // reportCommit prints the state a commit produced.
