@@ -295,6 +295,16 @@ func (s *extentSet) find(a uint64) int {
 
 func (s *extentSet) contains(a uint64) bool { return s.find(a) >= 0 }
 
+// nextStart returns the start of the first extent at or after a (a itself
+// when a is in one), or ^0.
+func (s *extentSet) nextStart(a uint64) uint64 {
+	i, _ := slices.BinarySearchFunc(s.ext, a, func(x disk.Extent, t uint64) int { return cmpU64(x.Start+x.Len, t+1) })
+	if i == len(s.ext) {
+		return ^uint64(0)
+	}
+	return max(s.ext[i].Start, a)
+}
+
 // overlaps reports whether any block of e is in the set.
 func (s *extentSet) overlaps(e disk.Extent) bool {
 	i, _ := slices.BinarySearchFunc(s.ext, e.Start, func(x disk.Extent, t uint64) int { return cmpU64(x.Start+x.Len, t+1) })
@@ -392,9 +402,13 @@ func (al *allocator) freeRun(a, want, minLen, align uint64) (start, n uint64, ok
 			a = alignUp(a+z, align)
 			continue
 		}
-		// a is free: measure the run.
+		// a is free: measure the run. Without a committed bitmap (a new
+		// image) only the taken extents matter: jump to the next one.
 		end := a
-		for end < a+want {
+		if al.base == nil {
+			end = min(al.taken.nextStart(a), a+want)
+		}
+		for end < a+want && al.base != nil {
 			w, err := al.inUse(end / 64)
 			if err != nil {
 				return 0, 0, false, err

@@ -358,7 +358,14 @@ func (tb *treeBuilder) add(digest []byte) {
 func (tb *treeBuilder) close(level int) {
 	t := tb.t
 	node := tb.path[level]
-	dg := t.nodeDigest(node, level, tb.first[level]*t.leafEntries)
+	var dg []byte
+	if first := tb.first[level] * t.leafEntries; first < t.dataBlocks {
+		dg = t.nodeDigest(node, level, first)
+	} else {
+		// A node covering only data blocks past the image's end: its
+		// parent holds zeros for it (as the reference writes).
+		dg = make([]byte, t.nodeDigestLen)
+	}
 	tb.path[level] = nil
 	if level == t.height-1 {
 		tb.root = node
