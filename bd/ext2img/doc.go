@@ -12,15 +12,16 @@
 //     so that different trees get different UUIDs (two images attached at
 //     once must not share one) and the same tree the same one.
 //   - Directory hash seed: derived from the UUID.
-//   - Time: E2FSPROGS_FAKE_TIME (honoured by mke2fs and libext2fs, 1.42 and
-//     later) for what mke2fs stamps itself; every inode's atime, ctime,
-//     mtime and crtime is then set to Options.Time in the finished image,
-//     since mke2fs copies them from the source files (ctime cannot be set
-//     on a source file at all).
+//   - Time: E2FSPROGS_FAKE_TIME (honoured by mke2fs and libext2fs) for what
+//     mke2fs stamps itself (superblock, root, lost+found); then every
+//     inode's atime, ctime, mtime and crtime is set to Options.Time in the
+//     finished image, since mke2fs copies them from the source files (and
+//     a source file's ctime cannot be set at all).
 //   - Owners: every inode is made 0:0 (root), unless Options.KeepOwners.
-//   - Directory order: mke2fs 1.47 reads each source directory with
-//     scandir(3) and alphasort; Build runs it with LC_ALL=C so that the
-//     order is by bytes whatever the caller's locale.
+//   - Directory order: mke2fs 1.47 copies a source directory's entries
+//     sorted by name, not in the order the directory lists them; Build runs
+//     it with LC_ALL=C so that the sort is by bytes whatever the caller's
+//     locale. (The tests check it on tmpfs, which lists newest first.)
 //   - Configuration: a fixed mke2fs.conf (the stock one of e2fsprogs 1.47)
 //     through MKE2FS_CONFIG, an empty environment otherwise, and the block
 //     size and inode size on the command line.
