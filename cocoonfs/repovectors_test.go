@@ -181,3 +181,23 @@ func TestFeatureVectorAuxUpdates(t *testing.T) {
 		checkOpenVerify(t, dev, files)
 	})
 }
+
+// TestMkfsInfoVectorsFormat formats copies of the reference's creation info
+// images (in the repository) with the vectors' key: the part of
+// TestFormatMkfsInfoVectors that does not compare with v01, so that it
+// runs without ../shared too.
+func TestMkfsInfoVectorsFormat(t *testing.T) {
+	for _, name := range []string{v08, v09} {
+		t.Run(name, func(t *testing.T) {
+			dev, _ := copyVector(t, name)
+			f, err := FormatMkfsInfo(dev, vectorKey, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFormatted(t, f, dev, vectorKey, nil, "1024")
+			if in, err := f.Info(); err != nil || in.ImageSize != 8<<20 || in.Salt != "ddeeff" {
+				t.Errorf("formatted as %+v, %v", in, err)
+			}
+		})
+	}
+}
