@@ -10,19 +10,18 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-const vectorDir = "../../shared/vectors/cdc"
+	"github.com/sealfs/sealfs/internal/testutil"
+)
 
 func readFixture(t testing.TB) []byte {
 	t.Helper()
-	p := filepath.Join(vectorDir, "SekienAkashita.jpg")
+	p := testutil.Vector(t, "cdc/SekienAkashita.jpg")
 	data, err := os.ReadFile(p)
 	if err != nil {
-		t.Fatalf("vector %s missing (../shared must sit beside the repository): %v", p, err)
+		t.Fatal(err)
 	}
 	sum := sha256.Sum256(data)
 	if len(data) != 109466 || hex.EncodeToString(sum[:]) != "d9e749d9367fc908876749d6502eb212fee88c9a94892fb07da5ef3ba8bc39ed" {

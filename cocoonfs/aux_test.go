@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -33,7 +32,7 @@ var auxPlainSHA = map[string]string{
 
 func auxPlain(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(vectorDir, "plaintext", name))
+	b, err := os.ReadFile(vectorPath(t, "plaintext/"+name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +46,7 @@ func auxPlain(t testing.TB, name string) []byte {
 // device blocks (the default layout's IO block).
 func memVector(t testing.TB, name string) *blockdev.Memory {
 	t.Helper()
-	b, err := readVector(name)
+	b, err := readVector(t, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +316,7 @@ func TestAuxOfflineOrderMatchesV11(t *testing.T) {
 		t.Fatalf("got %s", describeAux(got))
 	}
 	// The payload bytes of group 0 are those the reference wrote.
-	ref, err := readVector("v11-sha2-aes128-auxmeta.img")
+	ref, err := readVector(t, "v11-sha2-aes128-auxmeta.img")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +391,7 @@ func TestAuxOfflineRefusals(t *testing.T) {
 		}
 	})
 	t.Run("pending journal", func(t *testing.T) {
-		b, _ := readVector("v11-sha2-aes128-auxmeta.img")
+		b, _ := readVector(t, "v11-sha2-aes128-auxmeta.img")
 		sh, err := disk.DecodeStaticHeader(b[:512])
 		if err != nil {
 			t.Fatal(err)
@@ -421,7 +420,7 @@ func TestAuxOfflineRefusals(t *testing.T) {
 	t.Run("invalid state in the inactive head", func(t *testing.T) {
 		// As the reference: reading stops at the active group 0, an update
 		// examines both heads.
-		b, _ := readVector("v11-sha2-aes128-auxmeta.img")
+		b, _ := readVector(t, "v11-sha2-aes128-auxmeta.img")
 		l := disk.Layout{IOBlockLog2: 2}
 		h1 := b[4112*128 : 4124*128]
 		if err := disk.VerifyAndRemoveIntegrity(h1, 0, 17, l); err != nil {
@@ -441,7 +440,7 @@ func TestAuxOfflineRefusals(t *testing.T) {
 		}
 	})
 	t.Run("device block size", func(t *testing.T) {
-		b, _ := readVector("v01-sha2-aes128.img")
+		b, _ := readVector(t, "v01-sha2-aes128.img")
 		dev := blockdev.NewMemoryFrom(b, 4096)
 		err := UpdateAuxMetadataOffline(dev, func(m *AuxMetadata) error { return m.Add(otherUUID, nil) })
 		if !errors.Is(err, ErrIOBlockTooSmall) {
@@ -598,7 +597,7 @@ func smallMultiExtent(t testing.TB) *blockdev.Memory {
 	dev := blockdev.NewMemory(512<<10, 512)
 	files := map[uint64][]byte{}
 	for ino, name := range smallFiles {
-		b, err := os.ReadFile(filepath.Join(vectorDir, "plaintext", name))
+		b, err := os.ReadFile(vectorPath(t, "plaintext/"+name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1046,7 +1045,7 @@ func TestAuxChainFormatTolerance(t *testing.T) {
 // pointers. Reading must not panic and must return an error or well-formed
 // contents; an offline update of a readable image must then read back.
 func FuzzReadAuxMetadata(f *testing.F) {
-	img, err := readVector("v11-sha2-aes128-auxmeta.img")
+	img, err := readVector(f, "v11-sha2-aes128-auxmeta.img")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -118,7 +118,7 @@ func BenchmarkVerify(b *testing.B) {
 
 func vectorBytesB(b *testing.B, name string) []byte {
 	b.Helper()
-	data, err := readVector(name)
+	data, err := readVector(b, name)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,17 +3,19 @@ package cocoonfs
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
-func readVector(name string) ([]byte, error) { return os.ReadFile(filepath.Join(vectorDir, name)) }
+func readVector(t testing.TB, name string) ([]byte, error) {
+	t.Helper()
+	return os.ReadFile(vectorPath(t, name))
+}
 
 // FuzzOpenTampered overwrites up to a few bytes of a real image at
 // fuzzer-chosen offsets, then opens it, lists, reads and verifies. Nothing
 // may panic, and any file that reads back must equal the original.
 func FuzzOpenTampered(f *testing.F) {
-	img, err := readVector("v01-sha2-aes128.img")
+	img, err := readVector(f, "v01-sha2-aes128.img")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -5,15 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/sealfs/sealfs/blockdev"
+	"github.com/sealfs/sealfs/internal/testutil"
 )
-
-const vectorDir = "../../shared/vectors/cocoonfs"
 
 var vectorKey = []byte{0xaa, 0xbb, 0xcc}
 
@@ -38,13 +35,12 @@ var formatted = []struct {
 	{"v11-sha2-aes128-auxmeta.img", map[uint64]string{42: "small.bin"}},
 }
 
+// vectorPath returns the path of a reference CocoonFS vector (README of
+// ../shared/vectors/cocoonfs), skipping the test when neither the
+// repository nor ../shared has it.
 func vectorPath(t testing.TB, name string) string {
 	t.Helper()
-	p := filepath.Join(vectorDir, name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("vector %s missing (../shared must sit beside the repository): %v", name, err)
-	}
-	return p
+	return testutil.Vector(t, "cocoonfs/"+name)
 }
 
 // openVector opens a vector read-only as a file device.

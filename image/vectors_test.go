@@ -11,10 +11,14 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/sealfs/sealfs/internal/testutil"
 	"github.com/sealfs/sealfs/merkle"
 )
 
-const vectorDir = "../../shared/vectors/puzzlefs"
+// vectorDir is the repository's copy of ../shared/vectors/puzzlefs (README
+// there: trees, commands, printed digests); internal/testutil checks it
+// byte for byte against testdata/vectors/SHA256SUMS and ../shared.
+const vectorDir = "../testdata/vectors/puzzlefs"
 
 type vector struct {
 	oci, tag, decoded, tree string
@@ -41,14 +45,22 @@ var vectors = []vector{
 		}},
 }
 
+// needVectors fails the test if the repository's PuzzleFS vectors are not
+// where vectorDir says.
 func needVectors(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat(vectorDir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PuzzleFS vectors missing: %v", err)
-		}
-		t.Skipf("PuzzleFS vectors missing: %v", err)
+	if want := testutil.Vector(t, "puzzlefs"); !sameFile(vectorDir, want) {
+		t.Fatalf("vectorDir %s is not the repository's PuzzleFS vectors %s", vectorDir, want)
 	}
+}
+
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 func fsverity(t *testing.T, b []byte) string {

@@ -12,6 +12,7 @@ declare -A tools=(
 	[openssl]=openssl
 	[mke2fs]=e2fsprogs
 	[debugfs]=e2fsprogs
+	[e2fsck]=e2fsprogs
 	[nbdinfo]=libnbd-bin
 	[nbdcopy]=libnbd-bin
 	[qemu-io]=qemu-utils

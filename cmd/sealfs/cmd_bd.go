@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sealfs/sealfs/bd"
+	"github.com/sealfs/sealfs/bd/ext2img"
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/errs"
 	"github.com/spf13/cobra"
@@ -166,6 +168,7 @@ type bdReport struct {
 	Blocks    int64   `json:"blocks,omitempty"`
 	Tree      string  `json:"tree,omitempty"`
 	KDFFile   string  `json:"kdf_file,omitempty"`
+	FSUUID    string  `json:"fs_uuid,omitempty"`
 	RootHash  string  `json:"root_hash,omitempty"`
 	BadBlocks []int64 `json:"bad_blocks,omitempty"`
 	BadNodes  int64   `json:"bad_tree_nodes,omitempty"`
@@ -186,6 +189,9 @@ func (r bdReport) write(w io.Writer, asJSON bool) error {
 	}
 	if r.KDFFile != "" {
 		fields = append(fields, field{"kdf file", r.KDFFile})
+	}
+	if r.FSUUID != "" {
+		fields = append(fields, field{"fs uuid", r.FSUUID})
 	}
 	if r.RootHash != "" {
 		fields = append(fields, field{"root hash", r.RootHash})
@@ -213,8 +219,13 @@ func (r bdReport) write(w io.Writer, asJSON bool) error {
 
 type bdMakefsOptions struct {
 	bdOptions
-	Size      string
-	Overwrite bool
+	Size       string
+	Overwrite  bool
+	UUID       string
+	KeepOwners bool
+	// SourceDateEpoch is $SOURCE_DATE_EPOCH: the time stamp of everything
+	// in the filesystem ("" for ext2img.DefaultTime).
+	SourceDateEpoch string
 }
 
 func newBdMakefsCommand(g *globalOptions) *cobra.Command {
@@ -224,18 +235,55 @@ func newBdMakefsCommand(g *globalOptions) *cobra.Command {
 		Short: "Make an ext2 filesystem of DIR's contents as a protected image",
 		Long: `Format an ext2 filesystem holding DIR's contents (mke2fs -t ext2 -d DIR, from
 e2fsprogs) into a temporary plain file, write it through the chosen device to
-IMAGE, and for verity variants build the tree file and print the root hash.`,
+IMAGE, and for verity variants build the tree file and print the root hash.
+
+The build is reproducible: the same tree gives the same filesystem, byte for
+byte, and so the same root hash, whatever the files' time stamps, owners or
+directory order. Every time stamp is $SOURCE_DATE_EPOCH (seconds since 1970)
+or else 2000-01-01 00:00:00 UTC; every file belongs to root unless
+--keep-owners; the filesystem UUID is --uuid or else derived from the tree's
+contents and the options (printed as "fs uuid"), and the directory hash seed
+from the UUID. File contents, names, links, permission bits and extended
+attributes are kept. (crypt and vericrypt images with --passphrase-file
+differ each time: the key derivation draws a fresh salt.)`,
 		Example: `  sealfs bd makefs --size 64M --variant vericrypt --key-file xts.key --mac-key-file mac.key disk.img ./rootfs
-  sealfs bd makefs --size 16M --variant crypt --passphrase-file pass disk.img ./files`,
+  sealfs bd makefs --size 16M --variant crypt --passphrase-file pass disk.img ./files
+  SOURCE_DATE_EPOCH=1700000000 sealfs bd makefs --size 64M --variant verity --mac-key-file mac.key --uuid 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 disk.img ./rootfs`,
 	}
 	o.AddFlags(cmd.Flags(), "std|crypt|verity|vericrypt")
 	cmd.Flags().StringVar(&o.Size, "size", "", "image `SIZE` (bytes, or with a unit: K, M, G; a multiple of the block size)")
 	cmd.Flags().BoolVar(&o.Overwrite, "overwrite", false, "replace an existing IMAGE")
+	cmd.Flags().StringVar(&o.UUID, "uuid", "", "filesystem `UUID` (default: derived from DIR's contents and the options)")
+	cmd.Flags().BoolVar(&o.KeepOwners, "keep-owners", false, "keep the files' numeric owners and groups (default: everything belongs to root)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		o.JSON = g.JSON
+		o.SourceDateEpoch = os.Getenv("SOURCE_DATE_EPOCH")
 		return asRunError(runBdMakefs(cmd.Context(), o, args, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 	}
 	return cmd
+}
+
+// ext2Options turns the flags into ext2img options; errors are usage errors.
+func (o *bdMakefsOptions) ext2Options(size int64) (*ext2img.Options, error) {
+	e := &ext2img.Options{Size: size, BlockSize: max(o.BlockSize, 1024), KeepOwners: o.KeepOwners}
+	if o.UUID != "" {
+		u, err := ext2img.ParseUUID(o.UUID)
+		if err != nil {
+			return nil, usageErrorf("--uuid: %v", err)
+		}
+		if u == (ext2img.UUID{}) {
+			return nil, usageErrorf("--uuid: the all-zero UUID means no UUID; give another")
+		}
+		e.UUID = &u
+	}
+	if o.SourceDateEpoch != "" {
+		sec, err := strconv.ParseInt(o.SourceDateEpoch, 10, 64)
+		if err != nil || sec < 1 || sec > 1<<31-1 {
+			return nil, usageErrorf("SOURCE_DATE_EPOCH=%q: want whole seconds since 1970, from 1 to %d", o.SourceDateEpoch, 1<<31-1)
+		}
+		e.Time = time.Unix(sec, 0)
+	}
+	return e, nil
 }
 
 func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout, stderr io.Writer) error {
@@ -256,14 +304,17 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	if size == 0 || size%int64(o.BlockSize) != 0 {
 		return usageErrorf("--size: %d is not a positive multiple of the block size %d", size, o.BlockSize)
 	}
+	eopts, err := o.ext2Options(size)
+	if err != nil {
+		return err
+	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return usageErrorf("DIR %s is not a directory", dir)
 	}
 	if _, err := os.Stat(image); err == nil && !o.Overwrite {
 		return usageErrorf("%s exists; pass --overwrite to replace it", image)
 	}
-	mke2fs, err := exec.LookPath("mke2fs")
-	if err != nil {
+	if _, err := exec.LookPath("mke2fs"); err != nil {
 		return withCode(ExitError, fmt.Errorf("mke2fs not found (install e2fsprogs): %w", err))
 	}
 	var cryptKey, macKey []byte
@@ -286,12 +337,9 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	if err := tmp.Truncate(size); err != nil {
-		return withCode(ExitError, err)
-	}
-	out, err := exec.CommandContext(ctx, mke2fs, "-q", "-F", "-t", "ext2", "-d", dir, tmp.Name()).CombinedOutput()
+	fsInfo, err := ext2img.Build(ctx, dir, tmp.Name(), eopts)
 	if err != nil {
-		return withCode(ExitError, fmt.Errorf("mke2fs: %w: %s", err, strings.TrimSpace(string(out))))
+		return withCode(ExitError, err)
 	}
 
 	// 2. Written through the device.
@@ -323,7 +371,7 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	if err := dev.Sync(); err != nil {
 		return withCode(ExitError, err)
 	}
-	r := bdReport{Image: image, Variant: o.Variant, Size: size, BlockSize: o.BlockSize}
+	r := bdReport{Image: image, Variant: o.Variant, Size: size, BlockSize: o.BlockSize, FSUUID: fsInfo.UUID.String()}
 	if o.PassphraseFile != "" {
 		r.KDFFile = o.KDFFile
 		if r.KDFFile == "" {

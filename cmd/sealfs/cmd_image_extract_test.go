@@ -8,11 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-)
 
-// imageExtractVectors holds PuzzleFS images written by the reference
-// puzzlefs tool; see its README for trees and printed digests.
-const imageExtractVectors = "../../../shared/vectors/puzzlefs"
+	"github.com/sealfs/sealfs/internal/testutil"
+)
 
 const (
 	imageExtractV1Digest = "314681a11bb20115649ae2894391ed414ddb3c8d2fed2dbf00b086b0b62f70fd"
@@ -23,13 +21,12 @@ const (
 	imageExtractV1Chunk = "4f9474ed921e3de53c078b187e60b8824bde551add53745cb2b63f0ca4d56b4c"
 )
 
+// imageExtractLayout returns a PuzzleFS layout written by the reference
+// puzzlefs tool (README of testdata/vectors/puzzlefs: trees and printed
+// digests).
 func imageExtractLayout(t *testing.T, name string) string {
 	t.Helper()
-	p := filepath.Join(imageExtractVectors, name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("PuzzleFS vector %s missing (../shared must sit beside the repository): %v", name, err)
-	}
-	return p
+	return testutil.Vector(t, "puzzlefs/"+name)
 }
 
 // imageExtractCopyLayout copies a vector layout somewhere writable.

@@ -27,7 +27,7 @@ const (
 
 func puzzleVectors(t testing.TB) string {
 	t.Helper()
-	return filepath.Join(testutil.SharedDir(t), "vectors", "puzzlefs")
+	return testutil.Vector(t, "puzzlefs")
 }
 
 // sealfsBinary is the test binary installed as "sealfs" in $PATH by

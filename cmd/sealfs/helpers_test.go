@@ -4,11 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-)
 
-// vectorDir holds images written by the reference cocoonfs tool; see its
-// README for keys, inodes and plaintext hashes.
-const vectorDir = "../../../shared/vectors/cocoonfs"
+	"github.com/sealfs/sealfs/internal/testutil"
+)
 
 const v01 = "v01-sha2-aes128.img" // 42 → small.bin, 43 → rand100k.bin
 
@@ -18,13 +16,13 @@ const v01 = "v01-sha2-aes128.img" // 42 → small.bin, 43 → rand100k.bin
 // Found by flipping byte 40 of every allocation block and reading back.
 const tamperOffset = 0x1228
 
+// vector returns the path of an image written by the reference cocoonfs
+// tool (README of ../shared/vectors/cocoonfs: keys, inodes, plaintext
+// hashes), skipping the test when neither the repository nor ../shared has
+// it.
 func vector(t testing.TB, name string) string {
 	t.Helper()
-	p := filepath.Join(vectorDir, name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("vector %s missing (../shared must sit beside the repository): %v", name, err)
-	}
-	return p
+	return testutil.Vector(t, "cocoonfs/"+name)
 }
 
 // writeTemp writes data to a new file in a per-test directory.

@@ -7,9 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 )
 
 // TestMain lets the test binary double as the sealfs command, so scripts
@@ -19,14 +22,16 @@ func TestMain(m *testing.M) {
 }
 
 // TestScripts runs testdata/script/*.txtar. Each script sees $VECTORS (the
-// reference images), $WORK/key (the vectors' key, raw bytes, which a txtar
-// file cannot hold without a trailing newline) and $WORK/wrongkey.
+// reference images: the repository's, and those of ../shared/vectors/cocoonfs
+// when it is present), $WORK/key (the vectors' key, raw bytes, which a txtar
+// file cannot hold without a trailing newline) and $WORK/wrongkey. A script
+// that needs an image only ../shared has starts with
+//
+//	[!vector:NAME] skip 'needs ../shared/vectors/cocoonfs/NAME'
+//
+// and the condition is an error under CI=true, where ../shared is required.
 func TestScripts(t *testing.T) {
-	vectors, err := filepath.Abs(vectorDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vector(t, v01)
+	vectors := testutil.VectorDir(t, "cocoonfs")
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
@@ -36,6 +41,19 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			return os.WriteFile(filepath.Join(e.WorkDir, "wrongkey"), wrongKey, 0o600)
+		},
+		Condition: func(cond string) (bool, error) {
+			name, ok := strings.CutPrefix(cond, "vector:")
+			if !ok {
+				return false, fmt.Errorf("unknown condition %q", cond)
+			}
+			if _, err := os.Stat(filepath.Join(vectors, name)); err != nil {
+				if os.Getenv("CI") == "true" {
+					return false, fmt.Errorf("reference vector %s is missing; under CI=true ../shared/vectors/cocoonfs is required: %w", name, err)
+				}
+				return false, nil
+			}
+			return true, nil
 		},
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
 			"exitcode": cmdExitcode,

@@ -28,7 +28,7 @@ const (
 // vectors returns the PuzzleFS reference vectors directory.
 func vectors(t testing.TB) string {
 	t.Helper()
-	return filepath.Join(testutil.SharedDir(t), "vectors", "puzzlefs")
+	return testutil.Vector(t, "puzzlefs")
 }
 
 // needFUSE skips the test without /dev/fuse or fusermount3, except under

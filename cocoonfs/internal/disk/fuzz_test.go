@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 )
 
 // vectorSeed returns the first n bytes of a vector, or nil if unavailable.
-func vectorSeed(name string, n int) []byte {
-	f, err := os.Open(filepath.Join(vectorDir, name))
+func vectorSeed(tb testing.TB, name string, n int) []byte {
+	p, ok := testutil.LookupVector(tb, "cocoonfs/"+name)
+	if !ok {
+		return nil
+	}
+	f, err := os.Open(p)
 	if err != nil {
 		return nil
 	}
@@ -22,8 +27,8 @@ func vectorSeed(name string, n int) []byte {
 }
 
 func FuzzDecodeStaticHeader(f *testing.F) {
-	for _, v := range []string{"v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img", "v05-sm3-sm4.img"} {
-		if b := vectorSeed(v, 4096); b != nil {
+	for _, v := range []string{"s01-sha2-aes128-1m.img", "s02-sha3-camellia128-1m.img", "s03-sm3-sm4-1m.img", "f01-sha2-aes128-io4k-1m.img", "v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img", "v05-sm3-sm4.img"} {
+		if b := vectorSeed(f, v, 4096); b != nil {
 			f.Add(b)
 		}
 	}
@@ -51,7 +56,7 @@ func FuzzDecodeStaticHeader(f *testing.F) {
 
 func FuzzDecodeMkfsInfoHeader(f *testing.F) {
 	for _, v := range []string{"v08-mkfsinfo-header-sha2-aes128.img", "v09-mkfsinfo-header-trimmed.img"} {
-		if b := vectorSeed(v, 1024); b != nil {
+		if b := vectorSeed(f, v, 1024); b != nil {
 			f.Add(b)
 		}
 	}
@@ -165,7 +170,7 @@ func FuzzDecodeAuxMetadata(f *testing.F) {
 	r := uint64(7)
 	enc, _ := AppendAuxMetadata(nil, []AuxEntry{{[16]byte{1}, []byte("x")}, {[16]byte{2}, nil}}, &r)
 	f.Add(enc)
-	if b := vectorSeed("v08-mkfsinfo-header-sha2-aes128.img", 1024); b != nil {
+	if b := vectorSeed(f, "v08-mkfsinfo-header-sha2-aes128.img", 1024); b != nil {
 		f.Add(b[520:])
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -184,8 +189,8 @@ func FuzzDecodeAuxMetadata(f *testing.F) {
 }
 
 func FuzzVerifyIntegrity(f *testing.F) {
-	for _, v := range []string{"v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img"} {
-		if b := vectorSeed(v, 4096); b != nil {
+	for _, v := range []string{"s01-sha2-aes128-1m.img", "f01-sha2-aes128-io4k-1m.img", "v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img"} {
+		if b := vectorSeed(f, v, 4096); b != nil {
 			n, _ := StaticHeaderReadLen(b)
 			f.Add(b[:n], b[10]^b[39], 8, 23)
 		}

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"path/filepath"
+	"strings"
 	"testing"
-)
 
-const vectorDir = "/work/shared/vectors/cocoonfs"
+	"github.com/sealfs/sealfs/internal/testutil"
+)
 
 type vector struct {
 	name      string
@@ -20,7 +20,15 @@ type vector struct {
 	digestLen int
 }
 
+// The s0* and f0* images are in the repository (testdata/vectors), the
+// 8 MiB v0* and v11 only in ../shared.
 var vectors = []vector{
+	{"s01-sha2-aes128-1m.img", false, 512, 1024, 0x000b, 0x0006, 32},
+	{"s02-sha3-camellia128-1m.img", false, 512, 1024, 0x0027, 0x0026, 32},
+	{"s03-sm3-sm4-1m.img", false, 512, 1024, 0x0012, 0x0013, 32},
+	{"f01-sha2-aes128-io4k-1m.img", false, 4096, 4096, 0x000b, 0x0006, 32},
+	{"f02-sha2-aes128-removed42-1m.img", false, 512, 1024, 0x000b, 0x0006, 32},
+	{"f03-sha2-aes128-auxmeta-1m.img", false, 512, 1024, 0x000b, 0x0006, 32},
 	{"v01-sha2-aes128.img", false, 512, 1024, 0x000b, 0x0006, 32},
 	{"v02-sha2-aes128-removed42.img", false, 512, 1024, 0x000b, 0x0006, 32},
 	{"v04-sha3-camellia128.img", false, 512, 1024, 0x0027, 0x0026, 32},
@@ -31,12 +39,21 @@ var vectors = []vector{
 	{"v11-sha2-aes128-auxmeta.img", false, 512, 1024, 0x000b, 0x0006, 32},
 }
 
+// allocBlocks is the image size in 128-byte allocation blocks: 8 MiB, or
+// 1 MiB for the small "-1m" images.
+func (v vector) allocBlocks() uint64 {
+	if strings.HasSuffix(v.name, "-1m.img") {
+		return 1 << 20 / 128
+	}
+	return 8 << 20 / 128
+}
+
 // readVector returns the first n bytes of a vector image.
 func readVector(tb testing.TB, name string, n int) []byte {
 	tb.Helper()
-	f, err := os.Open(filepath.Join(vectorDir, name))
+	f, err := os.Open(testutil.Vector(tb, "cocoonfs/"+name))
 	if err != nil {
-		tb.Skipf("vector %s not available: %v", name, err)
+		tb.Fatal(err)
 	}
 	defer f.Close()
 	b := make([]byte, n)
@@ -125,7 +142,7 @@ func TestVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if mh.ImageSizeAllocBlocks != 65536 || mh.EntryLeaf.IsNil() {
+			if mh.ImageSizeAllocBlocks != v.allocBlocks() || mh.EntryLeaf.IsNil() {
 				t.Errorf("mutable header %+v", mh)
 			}
 			t.Logf("entry leaf at block %d, aux heads %#x %#x", mh.EntryLeaf.Start(), uint64(mh.AuxHeads[0]), uint64(mh.AuxHeads[1]))
@@ -158,7 +175,7 @@ func TestVectors(t *testing.T) {
 // vector header's first IO Block, modelling a torn write over an all-zero
 // old state, and flips single bytes.
 func TestVectorTornWrites(t *testing.T) {
-	for _, name := range []string{"v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img", "v08-mkfsinfo-header-sha2-aes128.img"} {
+	for _, name := range []string{"s01-sha2-aes128-1m.img", "f01-sha2-aes128-io4k-1m.img", "v01-sha2-aes128.img", "v06-sha2-aes128-io4k.img", "v08-mkfsinfo-header-sha2-aes128.img"} {
 		img := readVector(t, name, 8192)
 		var n uint64
 		var err error
