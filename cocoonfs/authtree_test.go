@@ -10,9 +10,19 @@ import (
 // the reference implementation stored, byte for byte, and give the stored
 // root digest.
 func TestTreeBuildMatchesReference(t *testing.T) {
+	var images []string
 	for _, v := range formatted {
-		t.Run(v.image, func(t *testing.T) {
-			f, err := Open(openVector(t, v.image), vectorKey, nil)
+		images = append(images, v.image)
+	}
+	for _, v := range strengthVectors {
+		images = append(images, v.image)
+	}
+	for _, v := range featureVectors {
+		images = append(images, v.image)
+	}
+	for _, image := range images {
+		t.Run(image, func(t *testing.T) {
+			f, err := Open(openVector(t, image), vectorKey, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
