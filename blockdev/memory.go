@@ -28,6 +28,11 @@ var (
 	_ Trimmer        = (*Memory)(nil)
 )
 
+// MaxMemorySize is the largest a memory device grows (Resize): growing
+// beyond would exhaust the process's memory on an untrusted size (a hostile
+// creation info header formatted onto a memory device) instead of failing.
+const MaxMemorySize = 16 << 30
+
 // NewMemory returns a zero-filled writable device of size bytes. A
 // blockSize of 0 selects DefaultBlockSize. It panics if size is negative or
 // does not fit in memory, or if blockSize is not a power of two >= 512:
@@ -121,8 +126,8 @@ func (m *Memory) Resize(size int64) error {
 	if m.readOnly {
 		return fmt.Errorf("blockdev: resize to %d bytes: %w", size, ErrReadOnly)
 	}
-	if size < 0 || uint64(size) > math.MaxInt {
-		return fmt.Errorf("blockdev: resize to %d bytes: %w", size, ErrOutOfRange)
+	if size < 0 || uint64(size) > math.MaxInt || size > MaxMemorySize {
+		return fmt.Errorf("blockdev: resize to %d bytes (a memory device holds at most %d): %w", size, int64(MaxMemorySize), ErrOutOfRange)
 	}
 	old := int64(len(m.data))
 	if size <= old {

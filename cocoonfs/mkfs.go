@@ -129,7 +129,7 @@ func mkfsLayout(o *MkfsOptions) (disk.Layout, error) {
 		if err := o.info.layout.Validate(); err != nil {
 			return o.info.layout, fmt.Errorf("cocoonfs: %w", err)
 		}
-		return o.info.layout, nil
+		return o.info.layout, checkWritableLayout(o.info.layout)
 	}
 	var l disk.Layout
 	var err error
@@ -182,7 +182,31 @@ func mkfsLayout(o *MkfsOptions) (disk.Layout, error) {
 	if err := l.Validate(); err != nil {
 		return l, fmt.Errorf("cocoonfs: %w", err)
 	}
-	return l, nil
+	return l, checkWritableLayout(l)
+}
+
+// maxWriteBlock bounds the blocks of an image sealfs creates: the format
+// allows blocks of up to 2^62 bytes, but every header, node and bitmap
+// block is built in memory whole, and no device writes in units anywhere
+// near this large.
+const maxWriteBlock = 1 << 20
+
+// checkWritableLayout refuses to create an image whose blocks exceed
+// maxWriteBlock (images with larger blocks still open).
+func checkWritableLayout(l disk.Layout) error {
+	for _, b := range []struct {
+		name string
+		size uint64
+	}{
+		{"IO block", l.IOBlockSize()}, {"authentication tree node", l.AuthTreeNodeSize()},
+		{"authentication tree data block", l.AuthTreeDataBlockSize()}, {"allocation bitmap block", l.BitmapBlockSize()},
+		{"inode index leaf", l.IndexLeafSize()}, {"inode index node", l.IndexInternalSize()},
+	} {
+		if b.size > maxWriteBlock {
+			return fmt.Errorf("cocoonfs: %s of %d bytes exceeds the %d bytes sealfs creates images with: %w", b.name, b.size, maxWriteBlock, ErrUnsupported)
+		}
+	}
+	return nil
 }
 
 // Mkfs creates a new CocoonFS image on dev, optionally holding files, and
@@ -257,7 +281,29 @@ func growDevice(dev blockdev.Device, size int64) error {
 		return fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
 	}
 	if err := r.Resize(size); err != nil {
-		return fmt.Errorf("cocoonfs: grow device to %d bytes: %w", size, err)
+		return cannotHold(size, err)
+	}
+	return nil
+}
+
+// cannotHold is the error for a device that cannot grow to an image size.
+func cannotHold(size int64, err error) error {
+	return fmt.Errorf("cocoonfs: the device cannot hold a %d-byte image (%w): %w", size, err, ErrNoSpace)
+}
+
+// probeGrow checks that a resizable device can grow to size, by growing it
+// and cutting it back (a file grows sparse: nothing is written).
+func probeGrow(dev blockdev.Device, size int64) error {
+	r, ok := dev.(blockdev.Resizer)
+	if !ok {
+		return nil
+	}
+	old := dev.Size()
+	if err := r.Resize(size); err != nil {
+		return cannotHold(size, err)
+	}
+	if err := r.Resize(old); err != nil {
+		return fmt.Errorf("cocoonfs: restore device size %d after probing %d: %w", old, size, err)
 	}
 	return nil
 }

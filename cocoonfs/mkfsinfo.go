@@ -282,6 +282,13 @@ func WriteMkfsInfo(dev blockdev.Device, opts *MkfsInfoOptions) error {
 			return fmt.Errorf("cocoonfs: image size %d exceeds the %d-byte device", size, dev.Size())
 		}
 	}
+	if opts.Trim && size > dev.Size() {
+		// The first open grows the device to the image: refuse now a size
+		// it cannot grow to (a file system's largest file), not then.
+		if err := probeGrow(dev, size); err != nil {
+			return err
+		}
+	}
 	if int64(dataEnd) > min(size, final) {
 		return fmt.Errorf("cocoonfs: the creation info header and aux metadata (%d bytes) exceed the %d-byte image: %w", dataEnd, size, ErrNoSpace)
 	}

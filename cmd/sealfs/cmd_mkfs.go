@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs"
@@ -171,6 +172,9 @@ func openTarget(path string, size int64, overwrite, haveSize bool) (*target, err
 		return nil, usageErrorf("%s does not exist: --size is required to create it", path)
 	}
 	dev, err := blockdev.CreateFile(path, size, nil)
+	if errors.Is(err, syscall.EFBIG) {
+		return nil, withCode(ExitNoSpace, fmt.Errorf("%s: the file system cannot hold a file of %d bytes: %w", path, size, err))
+	}
 	if err != nil {
 		return nil, withCode(ExitError, err)
 	}
