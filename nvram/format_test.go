@@ -387,8 +387,15 @@ func TestPutRejects(t *testing.T) {
 			}
 		})
 	}
-	// Names are file names, UTF-8 welcome.
+	// A newer format's entry may be written; this version cannot read it.
 	d := NewDirectory()
+	if err := d.Put(&Entry{Name: "new", Type: "data", Mandatory: []Attribute{FlagAttribute("x-v2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Get("new"); !errors.Is(err, ErrUnknownMandatory) {
+		t.Errorf("Get of an entry with an unknown mandatory attribute = %v", err)
+	}
+	// Names are file names, UTF-8 welcome.
 	if err := d.Put(&Entry{Name: "nvram ä €", Type: "uefi-vars", Optional: []Attribute{OctetsAttribute("owner", []byte("fw"))}}); err != nil {
 		t.Errorf("UTF-8 name: %v", err)
 	}
