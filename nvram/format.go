@@ -58,9 +58,18 @@ func FlagAttribute(name string) Attribute { return Attribute{Name: name, Flag: t
 // OctetsAttribute returns a read-write attribute whose value is one OCTET
 // STRING holding v.
 func OctetsAttribute(name string, v []byte) Attribute {
-	var b cryptobyte.Builder
-	b.AddASN1OctetString(v)
-	return Attribute{Name: name, Value: b.BytesOrPanic()}
+	// DER by hand: tag, minimal length, contents (cryptobyte's builder
+	// would panic on lengths it cannot encode).
+	n := len(v)
+	hdr := []byte{0x04, byte(n)}
+	if n >= 0x80 {
+		var lb []byte
+		for m := n; m > 0; m >>= 8 {
+			lb = append([]byte{byte(m)}, lb...)
+		}
+		hdr = append([]byte{0x04, 0x80 | byte(len(lb))}, lb...)
+	}
+	return Attribute{Name: name, Value: append(hdr, v...)}
 }
 
 // Octets returns the contents of an attribute whose value is exactly one

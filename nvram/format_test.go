@@ -470,3 +470,15 @@ func TestParseMemoryBounded(t *testing.T) {
 		t.Errorf("oversized directory: %v", err)
 	}
 }
+
+func TestOctetsAttributeLengths(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 20} {
+		a := OctetsAttribute("a", make([]byte, n))
+		if !bytes.Equal(a.Value, octets(make([]byte, n))) {
+			t.Errorf("%d bytes: header % x", n, a.Value[:min(len(a.Value), 6)])
+		}
+		if v, ok := a.Octets(); !ok || len(v) != n {
+			t.Errorf("%d bytes: Octets = %d, %v", n, len(v), ok)
+		}
+	}
+}

@@ -10,13 +10,16 @@
 // certificate, persistent objects; rewritten whenever NV memory changes),
 // tpm2-00.volatilestate (the volatile state: loaded objects, sessions, PCRs;
 // written only when swtpm is told to store it, e.g. swtpm_ioctl -v, and
-// loaded when swtpm starts) and tpm2-00.savestate (libtpms' saved state for
-// TPM2_Startup(STATE); the libtpms 0.9 TPM 2.0 keeps it in permall). swtpm
-// replaces each by writing TMP2-00.<blob>, syncing it and renaming it over
-// the file; it also creates an empty .lock file. Each state file becomes an
-// entry of type "tpm" with the same name in the store, byte for byte, so a
-// flat view of the store (an export, or a FUSE mount) is a directory swtpm
-// can run on as it is.
+// loaded when swtpm starts) and tpm2-00.savestate (libtpms' saved-state
+// blob; libtpms 0.9's TPM 2.0 did not write it after TPM2_Shutdown(STATE)
+// here, keeping that state in permall). swtpm replaces each by writing
+// TMP2-00.<blob> (open with O_CREAT|O_TRUNC|O_NOFOLLOW, write, fsync),
+// renaming it over the file and fsyncing the directory; it fchmods a state
+// file when it loads it, and holds an fcntl write lock on an empty .lock
+// file in the directory while it runs (swtpm 0.7, dir backend). Each state
+// file becomes an entry of type "tpm" with the same name in the store, byte
+// for byte, so a flat view of the store (an export, or a FUSE mount) is a
+// directory swtpm can run on as it is.
 //
 // # Manufacturing
 //
