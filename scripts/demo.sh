@@ -95,3 +95,56 @@ if step "$sealfs" image extract --digest "$root" oci:v2 extracted2; then
 	exit 1
 fi
 [ ! -e extracted2 ] || { echo "demo: partial extract left behind" >&2; exit 1; }
+
+echo
+echo "A vTPM manufactured into an image (offline): swtpm_setup runs in a private"
+echo "temporary directory, the state lands in the image's NVRAM store in one"
+echo "transaction, and no plaintext copy stays behind."
+if command -v swtpm_setup >/dev/null && command -v swtpm >/dev/null && command -v swtpm_ioctl >/dev/null; then
+	step "$sealfs" mkfs tpm.img --size 4M --io-block 4K --gen-key tpm.key
+	step "$sealfs" tpm manufacture tpm.img --key-file tpm.key
+	step "$sealfs" nvram ls tpm.img --key-file tpm.key
+	echo "(the NVRAM directory is plain DER; openssl reads it:)"
+	"$sealfs" read tpm.img 0x4e56524d00000001 --key-file tpm.key >directory.der
+	openssl asn1parse -inform DER -i -in directory.der >directory.txt
+	printf '\n\033[1m$ %s\033[0m\n' "openssl asn1parse -inform DER -i -in directory.der | grep -E '^ *[0-9]+:' | cut -c1-90"
+	grep -E '^ *[0-9]+:' directory.txt | cut -c1-90
+	for d in /dev/shm "${TMPDIR:-/tmp}"; do
+		if [ -d "$d" ] && ls "$d" | grep -q '^sealfs-tpm-'; then
+			echo "demo: a sealfs-tpm-* working directory is in $d (manufacture leaves none; another run in progress?)" >&2
+			exit 1
+		fi
+	done
+	echo "(no sealfs-tpm-* working directory is left in /dev/shm or ${TMPDIR:-/tmp})"
+	step "$sealfs" tpm export tpm.img vtpm --key-file tpm.key
+	if command -v tpm2_createprimary >/dev/null; then
+		# A failure below must not leave swtpm running.
+		trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+		runswtpm() {
+			swtpm socket --tpm2 --tpmstate dir="$1" --server type=unixio,path="$work/tpm.sock" \
+				--ctrl type=unixio,path="$work/tpm.sock.ctrl" --flags not-need-init,startup-clear --log file="$work/swtpm.log" &
+			for _ in $(seq 100); do [ -S "$work/tpm.sock.ctrl" ] && break; sleep 0.05; done
+		}
+		export TPM2TOOLS_TCTI="swtpm:path=$work/tpm.sock"
+		echo
+		echo "swtpm runs on the export; a key made persistent there is imported back:"
+		runswtpm vtpm
+		step tpm2_nvreadpublic 0x01c00002
+		step tpm2_createprimary -Q -C o -c primary.ctx
+		step tpm2_evictcontrol -C o -c primary.ctx 0x81000001
+		tpm2_readpublic -Q -c 0x81000001 -o before.pub
+		step swtpm_ioctl --unix "$work/tpm.sock.ctrl" -s
+		wait
+		step "$sealfs" tpm import tpm.img vtpm --key-file tpm.key
+		echo "(a fresh export of the image, a new swtpm: the key is still there)"
+		step "$sealfs" tpm export tpm.img vtpm2 --key-file tpm.key
+		runswtpm vtpm2
+		step tpm2_getcap handles-persistent
+		tpm2_readpublic -Q -c 0x81000001 -o after.pub
+		step cmp before.pub after.pub
+		swtpm_ioctl --unix "$work/tpm.sock.ctrl" -s
+		wait
+	fi
+else
+	echo "(skipped: swtpm and swtpm_setup are not installed; scripts/install-deps.sh installs them)"
+fi

@@ -18,11 +18,27 @@ declare -A tools=(
 	[qemu-io]=qemu-utils
 	[qemu-img]=qemu-utils
 	[fusermount3]=fuse3
+	[swtpm]=swtpm
+	[swtpm_ioctl]=swtpm-tools
+	[swtpm_setup]=swtpm-tools
+	[swtpm_localca]=swtpm-tools
+	[tpm2_createprimary]=tpm2-tools
+	[tpm2_evictcontrol]=tpm2-tools
+	[tpm2_nvread]=tpm2-tools
+)
+
+# shared library (soname) -> Debian package, for what is loaded rather than run:
+# tpm2-tools reaches swtpm through this TCTI module (TPM2TOOLS_TCTI=swtpm:...).
+declare -A libs=(
+	[libtss2-tcti-swtpm.so.0]=libtss2-tcti-swtpm0
 )
 
 missing=()
 for cmd in "${!tools[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${tools[$cmd]}")
+done
+for lib in "${!libs[@]}"; do
+	/sbin/ldconfig -p 2>/dev/null | grep -qF "$lib" || missing+=("${libs[$lib]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -32,7 +32,9 @@ mkfs creates images, and write and rm change them in journaled, all-or-nothing
 transactions. blob keeps a content-addressed store whose every read is
 verified; merkle, fsverity and dmverity compute and check the Fuchsia, Linux
 fs-verity and dm-verity hash trees. bd makes and serves (over NBD) block
-devices that are encrypted, authenticated, or both.`
+devices that are encrypted, authenticated, or both. nvram keeps named state
+blobs with metadata in an image; tpm manufactures a vTPM into one and moves
+its state to and from swtpm.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    0  success
@@ -41,7 +43,7 @@ const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    3  wrong key
    4  authentication failed: the image was altered (tampering, partial rollback, bit rot)
    5  corrupt image, not a CocoonFS image, or unsupported algorithm
-   6  no such inode
+   6  no such inode, entry, blob or record
    7  image not formatted yet (creation info header only) or pending journal
    8  device block size larger than the image's IO block (read-write opens; --force)
    9  root digest or update counter not as expected (--expect-root, --min-counter)
@@ -80,6 +82,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root.AddCommand(newBlobCommand(g))
 	root.AddCommand(newBdCommand(g))
 	root.AddCommand(newImageCommand(g))
+	root.AddCommand(newNvramCommand(g), newTpmCommand(g))
 	return root
 }
 

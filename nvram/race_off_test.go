@@ -1,0 +1,5 @@
+//go:build !race
+
+package nvram
+
+const raceDetector = false
