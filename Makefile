@@ -35,7 +35,7 @@ staticcheck:
 # The crash harness is single-threaded and exhaustive; it runs without the
 # race detector, which would only slow it tenfold.
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -run 'TestCrashHarness' ./cocoonfs/ ./nvram/
 
 ## test-long: the regular suite, the exhaustive tamper sweeps, then longer fuzzing of every target

@@ -63,6 +63,9 @@ type FS struct {
 	rw     bool
 	// gen counts commits, so that open Files notice the state changed.
 	gen uint64
+	// replayed: Open found a committed but unapplied transaction and
+	// applied it.
+	replayed bool
 	// failed is set when a commit could not finish applying or reloading:
 	// the in-memory state no longer matches the medium, so every further
 	// call fails until the image is reopened (which replays any journal).
@@ -159,6 +162,12 @@ func CounterBefore(a, b *big.Int) bool {
 	d.Mod(d, mod)
 	return d.Sign() > 0 && d.Cmp(new(big.Int).Rsh(mod, 1)) <= 0
 }
+
+// Replayed reports whether Open found a transaction committed but not yet
+// applied (a power cut or crash in the middle of a commit) and applied it.
+// Only a read-write open replays; a read-only one refuses such an image
+// with ErrPendingJournal.
+func (f *FS) Replayed() bool { return f.replayed }
 
 // Close wipes the keys held by f. Reads after Close fail.
 func (f *FS) Close() error {
@@ -286,6 +295,7 @@ func (f *FS) bootstrap(sh disk.StaticHeader) error {
 		if err := f.replay(sh, jh, jb); err != nil {
 			return fmt.Errorf("cocoonfs: replaying the pending journal: %w", err)
 		}
+		f.replayed = true
 	}
 
 	// Mutable header.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"math/big"
 	"os"
 
@@ -96,6 +98,9 @@ func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 		return nil, nil, err
 	}
 	f, err := cocoonfs.Open(dev, key, opts)
+	if errors.Is(err, cocoonfs.ErrPendingJournal) {
+		err = fmt.Errorf("%w; run 'sealfs replay %s' to apply it (read commands never write to the image)", err, path)
+	}
 	if err != nil {
 		dev.Close()
 		return nil, nil, err
