@@ -359,6 +359,7 @@ type allocator struct {
 	total  uint64
 	base   bitmapView // committed bitmap; nil for a new image
 	taken  extentSet  // allocated by the state being built
+	avoid  *extentSet // held by others (staged writers); never handed out
 	cursor uint64     // where first-fit searches start
 }
 
@@ -372,6 +373,9 @@ func (al *allocator) inUse(i uint64) (uint64, error) {
 		}
 	}
 	w |= al.taken.mask(i)
+	if al.avoid != nil {
+		w |= al.avoid.mask(i)
+	}
 	if end := al.total; (i+1)*64 > end {
 		// Blocks past the image's end are never free.
 		if i*64 >= end {
@@ -405,10 +409,10 @@ func (al *allocator) freeRun(a, want, minLen, align uint64) (start, n uint64, ok
 		// a is free: measure the run. Without a committed bitmap (a new
 		// image) only the taken extents matter: jump to the next one.
 		end := a
-		if al.base == nil {
+		if al.base == nil && al.avoid == nil {
 			end = min(al.taken.nextStart(a), a+want)
 		}
-		for end < a+want && al.base != nil {
+		for end < a+want && (al.base != nil || al.avoid != nil) {
 			w, err := al.inUse(end / 64)
 			if err != nil {
 				return 0, 0, false, err

@@ -236,7 +236,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	var records []disk.WriteRecord
 	var stagedData [][]byte
-	res := &allocator{total: f.imageAllocBlocks, base: f.bitmap, taken: extentSet{ext: slices.Clone(b.al.taken.ext)}}
+	res := &allocator{total: f.imageAllocBlocks, base: f.bitmap, taken: extentSet{ext: slices.Clone(b.al.taken.ext)}, avoid: b.al.avoid}
 	for _, t := range slices.Sorted(maps.Keys(targets)) {
 		buf := make([]byte, 0, ioAllocs*ab)
 		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {

@@ -66,6 +66,13 @@ type FS struct {
 	// replayed: Open found a committed but unapplied transaction and
 	// applied it.
 	replayed bool
+
+	// allocMu guards what uncommitted writers hold: the running
+	// transaction's allocations and the blocks staged writers reserved.
+	allocMu     sync.Mutex
+	running     *Tx
+	staged      extentSet
+	stageCursor uint64
 	// failed is set when a commit could not finish applying or reloading:
 	// the in-memory state no longer matches the medium, so every further
 	// call fails until the image is reopened (which replays any journal).

@@ -51,7 +51,11 @@ func (f *FS) Begin() (*Tx, error) {
 		f.writer.Unlock()
 		return nil, failed
 	}
-	return &Tx{f: f, files: map[uint64]*txFile{}, writers: map[uint64]*FileWriter{}, al: al}, nil
+	tx := &Tx{f: f, files: map[uint64]*txFile{}, writers: map[uint64]*FileWriter{}, al: al}
+	f.allocMu.Lock()
+	f.running = tx
+	f.allocMu.Unlock()
+	return tx, nil
 }
 
 func checkUserInode(ino uint64) error {
@@ -65,7 +69,7 @@ func checkUserInode(ino uint64) error {
 func (tx *Tx) drop(ino uint64) {
 	if tf := tx.files[ino]; tf != nil {
 		for _, e := range tf.extents {
-			tx.al.release(e)
+			tx.f.releaseData(tx, e)
 		}
 	}
 	delete(tx.files, ino)
@@ -130,6 +134,9 @@ func (tx *Tx) Rollback() {
 			w.abort(ErrTxDone)
 		}
 		tx.done = true
+		tx.f.allocMu.Lock()
+		tx.f.running = nil
+		tx.f.allocMu.Unlock()
 		tx.f.writer.Unlock()
 	}
 }
@@ -171,6 +178,12 @@ type txPlan struct {
 // commit computes the plan, writes the journal (the commit point), applies
 // it and reloads the committed state.
 func (f *FS) commit(tx *Tx) error {
+	// Blocks staged writers hold are free in both states but taken: the
+	// commit's own allocations and scratch space must leave them alone.
+	f.allocMu.Lock()
+	staged := extentSet{ext: slices.Clone(f.staged.ext)}
+	f.allocMu.Unlock()
+	tx.al.avoid = &staged
 	p, err := f.plan(tx)
 	if err != nil {
 		return err

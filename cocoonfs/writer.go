@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"sync/atomic"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -47,10 +48,12 @@ type digestRun struct {
 	digests []byte // back to back
 }
 
-// FileWriter writes one file of a transaction; see Tx.Create. It is not
-// safe for concurrent use.
+// FileWriter writes one file: of a transaction (Tx.Create), or staged
+// outside any transaction for one to adopt later (FS.Stage). It is not safe
+// for concurrent use.
 type FileWriter struct {
-	tx    *Tx
+	f     *FS
+	tx    *Tx // the transaction written for; nil while staged
 	ino   uint64
 	file  *txFile
 	bs    int
@@ -61,6 +64,8 @@ type FileWriter struct {
 	seal  *sealer
 	err   error // sticky: a failed writer stays failed
 	ended bool
+	// staged writers only: closed and not yet adopted or aborted.
+	staged, ready, adopted bool
 }
 
 // Create starts writing inode ino (replacing it when the transaction
@@ -81,7 +86,7 @@ func (tx *Tx) Create(ino uint64, flags uint32) (*FileWriter, error) {
 		w.abort(errors.New("cocoonfs: replaced by a later write in the same transaction"))
 	}
 	tx.drop(ino)
-	w := &FileWriter{tx: tx, ino: ino, file: &txFile{flags: flags}, bs: tx.f.algs.cipher.BlockSize}
+	w := &FileWriter{f: tx.f, tx: tx, ino: ino, file: &txFile{flags: flags}, bs: tx.f.algs.cipher.BlockSize}
 	tx.writers[ino] = w
 	return w, nil
 }
@@ -120,7 +125,7 @@ func (w *FileWriter) check() error {
 	if w.ended {
 		return fmt.Errorf("cocoonfs: inode %d: write after Close", w.ino)
 	}
-	if w.tx.done {
+	if w.tx != nil && w.tx.done {
 		return ErrTxDone
 	}
 	return nil
@@ -202,7 +207,7 @@ func (w *FileWriter) Close() error {
 		return w.fail(err)
 	}
 	// Zero blocks up to the allocation block's end.
-	ab := int(w.tx.f.layout.AllocBlockSize())
+	ab := int(w.f.layout.AllocBlockSize())
 	if rem := len(w.seg) % ab; rem != 0 {
 		if err := w.encrypt(make([]byte, ab-rem)); err != nil {
 			return w.fail(err)
@@ -216,8 +221,14 @@ func (w *FileWriter) Close() error {
 	if err != nil {
 		return w.fail(err)
 	}
+	slices.SortFunc(runs, func(x, y digestRun) int { return cmpU64(x.pdb, y.pdb) })
+	slices.SortFunc(edges, func(x, y region) int { return cmpU64(x.start, y.start) })
 	w.file.runs, w.file.edges = runs, edges
 	w.ended = true
+	if w.staged {
+		w.ready = true
+		return nil
+	}
 	delete(w.tx.writers, w.ino)
 	w.tx.files[w.ino] = w.file
 	return nil
@@ -228,13 +239,13 @@ func (w *FileWriter) Size() int64 { return w.file.size }
 
 // start allocates the first segment and writes the IV.
 func (w *FileWriter) start() error {
-	w.seal = w.tx.f.newSealer()
+	w.seal = w.f.newSealer()
 	if err := w.nextSegment(); err != nil {
 		return err
 	}
 	iv := randomBytes(w.bs)
 	w.seg = append(w.seg, iv...)
-	w.enc = cipher.NewCBCEncrypter(w.tx.f.keys.blockCipher(w.ino, subdomainData), iv)
+	w.enc = cipher.NewCBCEncrypter(w.f.keys.blockCipher(w.ino, subdomainData), iv)
 	w.part = make([]byte, 0, w.bs)
 	return nil
 }
@@ -243,7 +254,7 @@ func (w *FileWriter) start() error {
 // shipping segments as they fill.
 func (w *FileWriter) encrypt(p []byte) error {
 	for len(p) > 0 {
-		room := int(w.ext.Len*w.tx.f.layout.AllocBlockSize()) - len(w.seg)
+		room := int(w.ext.Len*w.f.layout.AllocBlockSize()) - len(w.seg)
 		if room == 0 {
 			if err := w.flush(false); err != nil {
 				return err
@@ -264,7 +275,7 @@ func (w *FileWriter) encrypt(p []byte) error {
 
 // nextSegment allocates the next segment and takes a buffer for it.
 func (w *FileWriter) nextSegment() error {
-	e, err := w.tx.allocData(segmentBytes / w.tx.f.layout.AllocBlockSize())
+	e, err := w.f.allocData(w.tx, segmentBytes/w.f.layout.AllocBlockSize())
 	if err != nil {
 		return fmt.Errorf("cocoonfs: inode %d (%d bytes so far): %w", w.ino, w.file.size, err)
 	}
@@ -281,11 +292,11 @@ func (w *FileWriter) nextSegment() error {
 // flush hands the current segment to the sealer. The last one gives back
 // the allocation blocks it did not fill.
 func (w *FileWriter) flush(last bool) error {
-	ab := w.tx.f.layout.AllocBlockSize()
+	ab := w.f.layout.AllocBlockSize()
 	used := uint64(len(w.seg)) / ab
 	if last {
 		if unused := w.ext.Len - used; unused > 0 {
-			w.tx.al.release(disk.Extent{Start: w.ext.Start + used, Len: unused})
+			w.f.releaseData(w.tx, disk.Extent{Start: w.ext.Start + used, Len: unused})
 			w.file.extents[len(w.file.extents)-1].Len -= unused
 		}
 	}
@@ -308,50 +319,152 @@ func (w *FileWriter) abort(err error) {
 		w.seal.wait()
 		w.seal = nil
 	}
-	if !w.ended {
+	if !w.ended || w.ready {
 		for _, e := range w.file.extents {
-			w.tx.al.release(e)
+			w.f.releaseData(w.tx, e)
 		}
 		w.file.extents = nil
-		w.ended = true
-		if w.tx.writers[w.ino] == w {
+		w.ended, w.ready = true, false
+		if w.tx != nil && w.tx.writers[w.ino] == w {
 			delete(w.tx.writers, w.ino)
 		}
 	}
 }
 
 // allocData takes the next run of free blocks for file data, up to want,
-// aligned to the data block and IO block so that full data blocks can be
-// digested as they are written and segments never share an IO block with
-// anything else; on a fragmented image any free block will do.
-func (tx *Tx) allocData(want uint64) (disk.Extent, error) {
-	l := tx.f.layout
+// for transaction tx or, with tx nil, for a staged writer. Runs are aligned
+// to the data block and IO block so that full data blocks can be digested
+// as they are written and segments never share an IO block with anything
+// else; on a fragmented image smaller runs will do (for a transaction, any
+// free block). Blocks taken by the
+// running transaction and by staged writers are never handed out twice.
+func (f *FS) allocData(tx *Tx, want uint64) (disk.Extent, error) {
+	l := f.layout
 	align := max(uint64(1)<<l.AuthTreeDataBlockLog2, l.IOBlockSize()/l.AllocBlockSize())
 	want = max(want/align*align, align)
-	al := tx.al
-	for _, try := range []struct{ from, min, align uint64 }{
-		{tx.dataCursor, align, align},
-		{0, align, align},
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.allocMu.Lock()
+	defer f.allocMu.Unlock()
+	// One view of everything taken: this transaction's blocks, the running
+	// transaction's (when staging) and every staged writer's.
+	al := &allocator{total: f.imageAllocBlocks, base: f.bitmap}
+	al.taken.ext = slices.Clone(f.staged.ext)
+	if f.running != nil {
+		for _, e := range f.running.al.taken.ext {
+			al.taken.add(e)
+		}
+	}
+	cursor := &f.stageCursor
+	io := l.IOBlockSize() / l.AllocBlockSize()
+	tries := []struct{ from, min, align uint64 }{
+		{0, io, io},
 		{0, 1, 1},
-	} {
+	}
+	if tx == nil {
+		// A staged writer's sealer may write while a commit runs, so it
+		// never shares an IO block with anything a commit could rewrite
+		// through a staged copy of that IO block.
+		tries = tries[:1]
+	} else {
+		cursor = &tx.dataCursor
+	}
+	tries = append([]struct{ from, min, align uint64 }{{*cursor, align, align}, {0, align, align}}, tries...)
+	for _, try := range tries {
 		start, n, ok, err := al.freeRun(try.from, want, try.min, try.align)
 		if err != nil {
 			return disk.Extent{}, err
 		}
 		if ok {
 			e := disk.Extent{Start: start, Len: n}
-			al.taken.add(e)
-			tx.dataCursor = start + n
+			if tx != nil {
+				tx.al.taken.add(e)
+			} else {
+				f.staged.add(e)
+			}
+			*cursor = start + n
 			return e, nil
 		}
 	}
 	return disk.Extent{}, fmt.Errorf("image full: %w", ErrNoSpace)
 }
 
+// releaseData gives back blocks allocData handed out.
+func (f *FS) releaseData(tx *Tx, e disk.Extent) {
+	f.allocMu.Lock()
+	defer f.allocMu.Unlock()
+	if tx != nil {
+		tx.al.release(e)
+	} else {
+		f.staged.remove(e)
+	}
+}
+
+// Stage starts writing inode ino's next contents outside any transaction:
+// the blocks come from free space and stay reserved, so no transaction
+// takes them, until a transaction adopts the file (Tx.Adopt) or it is
+// discarded (Abort). Staged writers run alongside each other and alongside
+// a transaction, so a large file can be written while other changes
+// commit. What a staged writer wrote is lost if the image is closed or the
+// process ends before a transaction adopts it (free space, nothing else).
+func (f *FS) Stage(ino uint64, flags uint32) (*FileWriter, error) {
+	if !f.rw {
+		return nil, ErrReadOnlyFS
+	}
+	if err := checkUserInode(ino); err != nil {
+		return nil, err
+	}
+	if flags&^0xff != 0 {
+		return nil, fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
+	}
+	return &FileWriter{f: f, ino: ino, file: &txFile{flags: flags}, bs: f.algs.cipher.BlockSize, staged: true}, nil
+}
+
+// Abort discards what the writer wrote and frees its blocks. After Abort
+// the writer fails every call. Aborting an adopted writer does nothing:
+// the file belongs to its transaction.
+func (w *FileWriter) Abort() {
+	if w.adopted {
+		return
+	}
+	w.abort(errors.New("cocoonfs: writer aborted"))
+}
+
+// Adopt makes a closed staged writer's file part of the transaction, as if
+// written by Create; if the transaction does not commit, the file is
+// dropped and its blocks are free again.
+func (tx *Tx) Adopt(w *FileWriter) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	if w.f != tx.f || !w.staged {
+		return fmt.Errorf("cocoonfs: inode %d: not a staged writer of this image", w.ino)
+	}
+	if !w.ready {
+		return fmt.Errorf("cocoonfs: inode %d: a staged writer must be closed (and not aborted or adopted) to be adopted: %w", w.ino, fs.ErrInvalid)
+	}
+	if wr := tx.writers[w.ino]; wr != nil {
+		wr.abort(errors.New("cocoonfs: replaced by an adopted file in the same transaction"))
+	}
+	tx.drop(w.ino)
+	f := tx.f
+	f.allocMu.Lock()
+	for _, e := range w.file.extents {
+		f.staged.remove(e)
+		tx.al.taken.add(e)
+	}
+	f.allocMu.Unlock()
+	tx.files[w.ino] = w.file
+	w.ready, w.adopted = false, true
+	return nil
+}
+
 // sealer is the second goroutine of a writer: for each segment, the digests
 // of its whole data blocks, copies of its edges, and the device write.
 type sealer struct {
 	f      *FS
+	tree   *authTree // the tree's geometry and keys never change: safe to keep across commits
+	total  uint64    // allocation blocks in the image
 	jobs   chan sealJob
 	pool   chan []byte
 	done   chan struct{}
@@ -368,7 +481,10 @@ type sealJob struct {
 }
 
 func (f *FS) newSealer() *sealer {
-	s := &sealer{f: f, jobs: make(chan sealJob, segmentsInFlight-1), pool: make(chan []byte, segmentsInFlight), done: make(chan struct{})}
+	f.mu.RLock()
+	tree, total := f.tree, f.imageAllocBlocks
+	f.mu.RUnlock()
+	s := &sealer{f: f, tree: tree, total: total, jobs: make(chan sealJob, segmentsInFlight-1), pool: make(chan []byte, segmentsInFlight), done: make(chan struct{})}
 	for i := 0; i < segmentsInFlight; i++ {
 		s.pool <- nil // buffers are made on first use
 	}
@@ -425,13 +541,13 @@ func (s *sealer) seal(j sealJob) error {
 	end := j.start + uint64(len(j.data))/ab
 	for pdb := j.start >> log2; pdb<<log2 < end; pdb++ {
 		a := pdb << log2
-		cnt := min(per, f.imageAllocBlocks-a)
+		cnt := min(per, s.total-a)
 		if a >= j.start && a+cnt <= end {
-			d, ok := f.tree.domainIndex(a)
+			d, ok := s.tree.domainIndex(a)
 			if !ok {
 				return fmt.Errorf("BUG: file data allocated in the authentication tree at block %d", a)
 			}
-			dg := f.tree.dataDigest(j.data[(a-j.start)*ab:(a-j.start+cnt)*ab], lowBits(cnt), d)
+			dg := s.tree.dataDigest(j.data[(a-j.start)*ab:(a-j.start+cnt)*ab], lowBits(cnt), d)
 			if n := len(s.runs); n > 0 && s.runs[n-1].pdb+uint64(len(s.runs[n-1].digests)/len(dg)) == pdb {
 				s.runs[n-1].digests = append(s.runs[n-1].digests, dg...)
 			} else {
@@ -446,4 +562,109 @@ func (s *sealer) seal(j sealJob) error {
 		return fmt.Errorf("cocoonfs: write %d bytes at %d: %w", len(j.data), j.start*ab, err)
 	}
 	return nil
+}
+
+// ReadAt reads back what a closed writer wrote (before or after a
+// transaction adopts it, until it commits), verified against the digests
+// computed as it was written, or taken from the copies kept in memory for
+// partial data blocks: it never returns bytes other than those written.
+func (w *FileWriter) ReadAt(p []byte, off int64) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.ended {
+		return 0, fmt.Errorf("cocoonfs: inode %d: read back before the writer is closed", w.ino)
+	}
+	if off < 0 {
+		return 0, fs.ErrInvalid
+	}
+	bs := uint64(w.bs)
+	n := 0
+	for n < len(p) && off+int64(n) < w.file.size {
+		pos := uint64(off) + uint64(n)
+		want := min(len(p)-n, readChunk, int(w.file.size-int64(pos)))
+		first, last := pos/bs, (pos+uint64(want)-1)/bs
+		ct, err := w.readCT(first*bs, (last+2)*bs)
+		if err != nil {
+			return n, err
+		}
+		pt := make([]byte, len(ct)-int(bs))
+		cipher.NewCBCDecrypter(w.f.keys.blockCipher(w.ino, subdomainData), ct[:bs]).CryptBlocks(pt, ct[bs:])
+		n += copy(p[n:n+want], pt[pos-first*bs:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readCT returns ciphertext bytes [from, to) of what the writer wrote.
+func (w *FileWriter) readCT(from, to uint64) ([]byte, error) {
+	f := w.f
+	l := f.layout
+	ab := l.AllocBlockSize()
+	log2 := uint(l.AuthTreeDataBlockLog2)
+	per := uint64(1) << log2
+	dlen := f.algs.dataHMAC.Size
+	f.mu.RLock()
+	tree, total := f.tree, f.imageAllocBlocks
+	f.mu.RUnlock()
+	out := make([]byte, 0, to-from)
+	var begin uint64
+	for _, x := range w.file.extents {
+		end := begin + x.Len*ab
+		if end <= from || begin >= to {
+			begin = end
+			continue
+		}
+		lo, hi := max(from, begin)-begin, min(to, end)-begin
+		for a := x.Start + lo/ab; a < x.Start+(hi+ab-1)/ab; {
+			pdb := a >> log2
+			var blk []byte // the verified contents of a.. within this data block
+			i, found := slices.BinarySearchFunc(w.file.runs, pdb, func(r digestRun, pdb uint64) int {
+				if r.pdb+uint64(len(r.digests)/dlen) <= pdb {
+					return -1
+				}
+				if r.pdb > pdb {
+					return 1
+				}
+				return 0
+			})
+			if found {
+				r := w.file.runs[i]
+				start := pdb << log2
+				cnt := min(per, total-start)
+				raw := make([]byte, cnt*ab)
+				if _, err := f.dev.ReadAt(raw, int64(start*ab)); err != nil {
+					return nil, fmt.Errorf("cocoonfs: read %d bytes at %d: %w", len(raw), start*ab, err)
+				}
+				d, _ := tree.domainIndex(start)
+				k := (pdb - r.pdb) * uint64(dlen)
+				if !equalDigest(tree.dataDigest(raw, lowBits(cnt), d), r.digests[k:k+uint64(dlen)]) {
+					return nil, authf("inode %d: data block %d changed on the medium since it was written", w.ino, d)
+				}
+				blk = raw[(a-start)*ab:]
+			} else {
+				e := contentIndex(w.file.edges)
+				c := e.at(a, ab)
+				if c == nil {
+					return nil, fmt.Errorf("BUG: inode %d: block %d of a written file is neither digested nor kept", w.ino, a)
+				}
+				blk = c
+			}
+			// Take the blocks of this data block (or edge block) that the range needs.
+			for len(blk) > 0 && a < x.Start+(hi+ab-1)/ab && a>>log2 == pdb {
+				off := (a - x.Start) * ab // within the extent
+				s, e := max(lo, off), min(hi, off+ab)
+				out = append(out, blk[s-off:e-off]...)
+				blk = blk[ab:]
+				a++
+				if !found {
+					break // one edge block at a time
+				}
+			}
+		}
+		begin = end
+	}
+	return out, nil
 }
