@@ -55,6 +55,7 @@ type bdOptions struct {
 	KDFFile        string
 	MACKeyFile     string
 	Tree           string
+	TreeCache      string
 }
 
 func (o *bdOptions) AddFlags(fs *pflag.FlagSet, variants string) {
@@ -65,6 +66,22 @@ func (o *bdOptions) AddFlags(fs *pflag.FlagSet, variants string) {
 	fs.StringVar(&o.KDFFile, "kdf-file", "", "Argon2id salt and parameters sidecar `FILE` (default IMAGE.kdf)")
 	fs.StringVar(&o.MACKeyFile, "mac-key-file", "", "HMAC key `FILE` of the Merkle tree (verity, vericrypt)")
 	fs.StringVar(&o.Tree, "tree", "", "Merkle tree `FILE` (default IMAGE.tree), or the veritysetup hash device (dmverity)")
+	fs.StringVar(&o.TreeCache, "tree-cache", "", "keep at most `SIZE` of the verity tree in memory (bytes, or with a unit: K, M, G; default 16M)")
+}
+
+// treeCache is --tree-cache in bytes (0: the library's default).
+func (o *bdOptions) treeCache() (int64, error) {
+	if o.TreeCache == "" {
+		return 0, nil
+	}
+	n, err := parseSize("--tree-cache", o.TreeCache)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, usageErrorf("--tree-cache: must be more than 0 bytes")
+	}
+	return n, nil
 }
 
 func (o *bdOptions) check(allowed ...string) error {
@@ -256,6 +273,10 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	if size == 0 || size%int64(o.BlockSize) != 0 {
 		return usageErrorf("--size: %d is not a positive multiple of the block size %d", size, o.BlockSize)
 	}
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return usageErrorf("DIR %s is not a directory", dir)
 	}
@@ -334,7 +355,7 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	// 3. The tree over what is on the medium (ciphertext for vericrypt).
 	if o.verity() {
 		r.Tree = o.treePath(image)
-		root, err := makeBdTree(ctx, raw, r.Tree, macKey, o.BlockSize, stderr)
+		root, err := makeBdTree(ctx, raw, r.Tree, macKey, o.BlockSize, cache, stderr)
 		if err != nil {
 			return err
 		}
@@ -347,7 +368,7 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 }
 
 // makeBdTree writes the tree file for data and returns the root.
-func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey []byte, bs int, stderr io.Writer) ([]byte, error) {
+func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey []byte, bs int, cache int64, stderr io.Writer) ([]byte, error) {
 	ts, err := bd.TreeSize(data.Size(), bs)
 	if err != nil {
 		return nil, usageError(err)
@@ -358,7 +379,9 @@ func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey [
 		return nil, withCode(ExitError, err)
 	}
 	defer tree.Close()
-	v, err := bd.FormatVerity(ctx, data, tree, macKey, &bd.VerityOptions{BlockSize: bs})
+	update, finish := progressLine(stderr, "hashing")
+	v, err := bd.FormatVerity(ctx, data, tree, macKey, &bd.VerityOptions{BlockSize: bs, TreeCache: cache, Progress: update})
+	finish()
 	if err != nil {
 		return nil, withCode(ExitError, err)
 	}
@@ -409,7 +432,11 @@ func runBdMakemerkle(ctx context.Context, o *bdMakemerkleOptions, args []string,
 		return withCode(ExitError, err)
 	}
 	defer data.Close()
-	root, err := makeBdTree(ctx, data, args[1], macKey, o.BlockSize, stderr)
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
+	root, err := makeBdTree(ctx, data, args[1], macKey, o.BlockSize, cache, stderr)
 	if err != nil {
 		return err
 	}
@@ -457,6 +484,10 @@ func runBdVerify(ctx context.Context, o *bdVerifyOptions, args []string, stdout,
 	if err != nil || len(root) == 0 {
 		return usageErrorf("--root: %q is not a hex root hash", o.Root)
 	}
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
 	data, err := blockdev.OpenFile(image, &blockdev.FileOptions{ReadOnly: true, BlockSize: 512})
 	if err != nil {
 		return withCode(ExitError, err)
@@ -487,7 +518,7 @@ func runBdVerify(ctx context.Context, o *bdVerifyOptions, args []string, stdout,
 			return err
 		}
 		defer clear(macKey)
-		v, err := bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize})
+		v, err := bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize, TreeCache: cache})
 		if err != nil {
 			return err
 		}
