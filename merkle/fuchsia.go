@@ -1,11 +1,13 @@
 package merkle
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"io"
 )
 
 // FuchsiaBlockSize is the node size of the Fuchsia blob Merkle tree: data
@@ -87,9 +89,9 @@ func (f *fuchsiaHasher) interior(level int, j int64, p []byte) Digest {
 
 // FuchsiaRoot returns the Merkle root of data: its blobfs/fxblob name.
 func FuchsiaRoot(data []byte) Digest {
-	b := NewFuchsiaBuilder()
-	b.Write(data) //nolint:errcheck // never fails
-	root, _ := b.Finish()
+	st := NewFuchsiaStream(io.Discard)
+	st.Write(data) //nolint:errcheck // io.Discard never fails
+	root, _, _ := st.Finish()
 	return root
 }
 
@@ -115,60 +117,171 @@ func fuchsiaBlocks(dataSize int64) int64 { return max(1, ceilDiv(dataSize, Fuchs
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
-// FuchsiaBuilder computes the Fuchsia Merkle root and tree of a stream. It
-// keeps one partial data block and the level-0 hashes (1/256 of the data),
-// so memory is proportional to the tree, not to the data. The zero value is
-// not usable; call NewFuchsiaBuilder. Not safe for concurrent use.
-type FuchsiaBuilder struct {
+// FuchsiaStream computes the Fuchsia Merkle root and tree of a stream in
+// memory that does not grow with the data's level-0 hashes: those (32
+// bytes per 8 KiB block, 1/256 of the data) are written to an io.Writer as
+// they are computed, and only the levels above them (1/65536 of the data)
+// and one partial node per level are kept. A root-only computation passes
+// io.Discard; the blob store spills the level-0 hashes to a file and
+// writes the tree from it. The zero value is not usable; call
+// NewFuchsiaStream. Not safe for concurrent use.
+type FuchsiaStream struct {
 	h      *fuchsiaHasher
 	block  []byte // the current partial data block
-	leaves []byte // level-0 hashes so far, 32 bytes each
 	size   int64
+	leaves io.Writer
+	// pend[l] holds the hashes of level l's current, not yet full node;
+	// count[l] counts level l's hashes so far; upper[l] (l >= 1) keeps all
+	// of level l's hashes.
+	pend  [][]byte
+	count []int64
+	upper [][]byte
+	out   Digest // what is written to leaves (a field, so it does not escape per call)
+	err   error
 }
 
-// NewFuchsiaBuilder returns a builder for one blob.
-func NewFuchsiaBuilder() *FuchsiaBuilder {
-	return &FuchsiaBuilder{h: newFuchsiaHasher(), block: make([]byte, 0, FuchsiaBlockSize)}
+// NewFuchsiaStream returns a stream builder that writes the level-0
+// hashes to leaves.
+func NewFuchsiaStream(leaves io.Writer) *FuchsiaStream {
+	return &FuchsiaStream{h: newFuchsiaHasher(), block: make([]byte, 0, FuchsiaBlockSize), leaves: leaves}
 }
 
-// Write adds p to the blob. It never fails.
-func (b *FuchsiaBuilder) Write(p []byte) (int, error) {
+// Write adds p to the blob. It fails only if writing to leaves failed
+// (then, and ever after, with that error).
+func (s *FuchsiaStream) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
 	n := len(p)
-	b.size += int64(n)
-	if len(b.block) > 0 {
-		k := copy(b.block[len(b.block):FuchsiaBlockSize], p)
-		b.block = b.block[:len(b.block)+k]
+	s.size += int64(n)
+	if len(s.block) > 0 {
+		k := copy(s.block[len(s.block):FuchsiaBlockSize], p)
+		s.block = s.block[:len(s.block)+k]
 		p = p[k:]
-		if len(b.block) == FuchsiaBlockSize && len(p) > 0 {
-			b.addLeaf(b.block)
-			b.block = b.block[:0]
+		if len(s.block) == FuchsiaBlockSize && len(p) > 0 {
+			s.addLeaf(s.block)
+			s.block = s.block[:0]
 		}
 	}
 	// Whole blocks straight from p, without copying. A block is only hashed
 	// once more data follows: the final block may be full or short, and
 	// which one is known only at Finish (the empty blob is special).
 	for len(p) > FuchsiaBlockSize {
-		b.addLeaf(p[:FuchsiaBlockSize])
+		s.addLeaf(p[:FuchsiaBlockSize])
 		p = p[FuchsiaBlockSize:]
 	}
 	if len(p) > 0 {
-		if len(b.block) == FuchsiaBlockSize {
-			b.addLeaf(b.block)
-			b.block = b.block[:0]
+		if len(s.block) == FuchsiaBlockSize {
+			s.addLeaf(s.block)
+			s.block = s.block[:0]
 		}
-		b.block = append(b.block, p...)
+		s.block = append(s.block, p...)
+	}
+	if s.err != nil {
+		return n, s.err
 	}
 	return n, nil
 }
 
-func (b *FuchsiaBuilder) addLeaf(p []byte) {
-	i := int64(len(b.leaves) / fuchsiaDigestSize)
-	d := b.h.leaf(i, p)
-	b.leaves = append(b.leaves, d[:]...)
+func (s *FuchsiaStream) addLeaf(p []byte) {
+	d := s.h.leaf(s.levelCount(0), p)
+	s.add(0, d)
+}
+
+func (s *FuchsiaStream) levelCount(l int) int64 {
+	if l < len(s.count) {
+		return s.count[l]
+	}
+	return 0
+}
+
+// add appends hash d to level l, hashing level l's node into level l+1
+// when it fills.
+func (s *FuchsiaStream) add(l int, d Digest) {
+	for len(s.count) <= l {
+		s.count = append(s.count, 0)
+		s.pend = append(s.pend, make([]byte, 0, FuchsiaBlockSize))
+		s.upper = append(s.upper, nil)
+	}
+	s.count[l]++
+	if l == 0 {
+		if s.err == nil {
+			s.out = d
+			if _, err := s.leaves.Write(s.out[:]); err != nil {
+				s.err = fmt.Errorf("merkle: writing level-0 hashes: %w", err)
+			}
+		}
+	} else {
+		s.upper[l] = append(s.upper[l], d[:]...)
+	}
+	s.pend[l] = append(s.pend[l], d[:]...)
+	if len(s.pend[l]) == FuchsiaBlockSize {
+		j := s.count[l]/fuchsiaHashesPerNode - 1
+		d := s.h.interior(l+1, j, s.pend[l])
+		s.pend[l] = s.pend[l][:0]
+		s.add(l+1, d)
+	}
 }
 
 // Size returns the number of bytes written so far.
-func (b *FuchsiaBuilder) Size() int64 { return b.size }
+func (s *FuchsiaStream) Size() int64 { return s.size }
+
+// Finish returns the root and the levels of the tree above level 0. The
+// whole tree (FuchsiaTreeSize bytes, the layout FuchsiaBuilder.Finish
+// returns) is the level-0 hashes written to leaves, zero-padded to a
+// multiple of 8 KiB, followed by upper; when the blob fits in one block the
+// tree is empty, and the one hash written to leaves is the root itself.
+// The stream must not be used after Finish.
+func (s *FuchsiaStream) Finish() (root Digest, upper []byte, err error) {
+	if s.err != nil {
+		return root, nil, s.err
+	}
+	// The last block: short or full, or the empty block of an empty blob.
+	s.addLeaf(s.block)
+	s.block = s.block[:0]
+	if s.err != nil {
+		return root, nil, s.err
+	}
+	for l := 0; ; l++ {
+		if s.count[l] == 1 {
+			copy(root[:], s.pend[l])
+			break
+		}
+		if len(s.pend[l]) > 0 {
+			j := (s.count[l] - 1) / fuchsiaHashesPerNode
+			d := s.h.interior(l+1, j, s.pend[l])
+			s.pend[l] = s.pend[l][:0]
+			s.add(l+1, d)
+		}
+	}
+	for l := 1; l < len(s.upper)-1; l++ {
+		upper = append(upper, s.upper[l]...)
+		upper = append(upper, fuchsiaZeros[:padTo(len(s.upper[l]), FuchsiaBlockSize)]...)
+	}
+	return root, upper, nil
+}
+
+// FuchsiaBuilder computes the Fuchsia Merkle root and tree of a stream and
+// returns the tree in memory: 1/256 of the data (FuchsiaStream keeps less).
+// The zero value is not usable; call NewFuchsiaBuilder. Not safe for
+// concurrent use.
+type FuchsiaBuilder struct {
+	leaves bytes.Buffer
+	s      *FuchsiaStream
+}
+
+// NewFuchsiaBuilder returns a builder for one blob.
+func NewFuchsiaBuilder() *FuchsiaBuilder {
+	b := &FuchsiaBuilder{}
+	b.s = NewFuchsiaStream(&b.leaves)
+	return b
+}
+
+// Write adds p to the blob. It never fails.
+func (b *FuchsiaBuilder) Write(p []byte) (int, error) { return b.s.Write(p) }
+
+// Size returns the number of bytes written so far.
+func (b *FuchsiaBuilder) Size() int64 { return b.s.Size() }
 
 // Finish returns the root and the tree. The tree holds every level below
 // the root in the layout blobfs stores ("padded" layout): level 0 (the data
@@ -177,25 +290,14 @@ func (b *FuchsiaBuilder) Size() int64 { return b.size }
 // tree is empty when the blob fits in one block. The builder must not be
 // used after Finish.
 func (b *FuchsiaBuilder) Finish() (root Digest, tree []byte) {
-	// The last block: short or full, or the empty block of an empty blob.
-	b.addLeaf(b.block)
-	b.block = b.block[:0]
-	if len(b.leaves) == fuchsiaDigestSize {
-		copy(root[:], b.leaves)
+	root, upper, _ := b.s.Finish() // writes to a bytes.Buffer never fail
+	if b.leaves.Len() == fuchsiaDigestSize {
 		return root, nil
 	}
-	tree = make([]byte, 0, FuchsiaTreeSize(b.size))
-	level := b.leaves
-	for l := 1; ; l++ {
-		tree = append(tree, level...)
-		tree = append(tree, fuchsiaZeros[:padTo(len(level), FuchsiaBlockSize)]...)
-		next := fuchsiaHashLevel(b.h, l, level)
-		if len(next) == fuchsiaDigestSize {
-			copy(root[:], next)
-			return root, tree
-		}
-		level = next
-	}
+	tree = make([]byte, 0, FuchsiaTreeSize(b.s.size))
+	tree = append(tree, b.leaves.Bytes()...)
+	tree = append(tree, fuchsiaZeros[:padTo(b.leaves.Len(), FuchsiaBlockSize)]...)
+	return root, append(tree, upper...)
 }
 
 // fuchsiaHashLevel hashes a level's hash list, 256 hashes per node, into the
