@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 )
 
 // FuchsiaBlockSize is the node size of the Fuchsia blob Merkle tree: data
@@ -318,12 +319,49 @@ func padTo(n, m int) int { return (m - n%m) % m }
 
 // FuchsiaVerifier checks blocks of one blob against its trusted root, using
 // a tree that was checked against that root when the verifier was made. It
-// is immutable and safe for concurrent use.
+// is safe for concurrent use.
 type FuchsiaVerifier struct {
 	root    Digest
 	size    int64
 	nblocks int64
-	leaves  []byte // level-0 hashes (verified), 32 bytes per block
+	leaves  []byte // level-0 hashes (verified), 32 bytes per block; nil with tree
+
+	// NewFuchsiaVerifierAt: the level-0 hashes stay on tree and are read
+	// back one hash block (256 hashes) at a time, checked against parents,
+	// the verified level-1 hashes (the root when there is one hash block).
+	tree    io.ReaderAt
+	parents []byte
+	cache   leafBlockCache
+}
+
+// leafBlocksCached is how many verified level-0 hash blocks (each covering
+// 2 MiB of data) a NewFuchsiaVerifierAt verifier keeps.
+const leafBlocksCached = 16
+
+// leafBlockCache holds recently verified level-0 hash blocks.
+type leafBlockCache struct {
+	mu     sync.Mutex
+	idx    [leafBlocksCached]int64
+	blocks [leafBlocksCached][]byte
+	next   int // the slot to replace next (round robin)
+}
+
+func (c *leafBlockCache) get(j int64) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, b := range c.blocks {
+		if b != nil && c.idx[i] == j {
+			return b
+		}
+	}
+	return nil
+}
+
+func (c *leafBlockCache) put(j int64, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idx[c.next], c.blocks[c.next] = j, b
+	c.next = (c.next + 1) % leafBlocksCached
 }
 
 // NewFuchsiaVerifier checks tree (in the layout Finish returns) against the
@@ -334,11 +372,34 @@ type FuchsiaVerifier struct {
 // for the empty blob the root is checked right here. The verifier keeps its
 // own copy of the level-0 hashes, so later changes to tree have no effect.
 func NewFuchsiaVerifier(root Digest, dataSize int64, tree []byte) (*FuchsiaVerifier, error) {
+	v, err := newFuchsiaVerifierAt(root, dataSize, bytes.NewReader(tree), int64(len(tree)))
+	if err != nil || v.tree == nil {
+		return v, err
+	}
+	v.leaves = append([]byte(nil), tree[:v.nblocks*fuchsiaDigestSize]...)
+	v.tree, v.parents = nil, nil
+	return v, nil
+}
+
+// NewFuchsiaVerifierAt is NewFuchsiaVerifier for a tree of treeSize bytes
+// read from tree, in memory that does not grow with the level-0 hashes: the
+// whole tree is streamed and checked against root first (the same checks,
+// with the same errors), then only the levels above level 0 (1/65536 of the
+// data) are kept, and VerifyBlocks reads the level-0 hashes it needs back
+// from tree, one 8 KiB hash block at a time, and checks each against its
+// verified parent before use (a hash block altered since is an
+// ErrIntegrity for the blocks it covers). tree must stay readable, and
+// safe for concurrent ReadAt, while the verifier is used.
+func NewFuchsiaVerifierAt(root Digest, dataSize int64, tree io.ReaderAt, treeSize int64) (*FuchsiaVerifier, error) {
+	return newFuchsiaVerifierAt(root, dataSize, tree, treeSize)
+}
+
+func newFuchsiaVerifierAt(root Digest, dataSize int64, tree io.ReaderAt, treeSize int64) (*FuchsiaVerifier, error) {
 	if dataSize < 0 {
 		return nil, fmt.Errorf("merkle: negative blob size %d", dataSize)
 	}
-	if want := FuchsiaTreeSize(dataSize); int64(len(tree)) != want {
-		return nil, fmt.Errorf("%w: Merkle tree of blob %s is %d bytes, want %d for %d data bytes", ErrIntegrity, root, len(tree), want, dataSize)
+	if want := FuchsiaTreeSize(dataSize); treeSize != want {
+		return nil, fmt.Errorf("%w: Merkle tree of blob %s is %d bytes, want %d for %d data bytes", ErrIntegrity, root, treeSize, want, dataSize)
 	}
 	v := &FuchsiaVerifier{root: root, size: dataSize, nblocks: fuchsiaBlocks(dataSize)}
 	h := newFuchsiaHasher()
@@ -351,33 +412,78 @@ func NewFuchsiaVerifier(root Digest, dataSize int64, tree []byte) (*FuchsiaVerif
 	if v.nblocks == 1 {
 		return v, nil
 	}
-	// Recompute every level above 0 from the stored level below it and
-	// compare with the stored level (or, at the top, with the root). Each
-	// stored level is hashed including its zero padding, so every byte of
-	// the tree is covered.
-	rest := tree
-	count := v.nblocks
-	var levels [][]byte
-	for count > 1 {
-		n := ceilDiv(count, fuchsiaHashesPerNode) * FuchsiaBlockSize
-		levels = append(levels, rest[:n])
-		rest = rest[n:]
-		count = ceilDiv(count, fuchsiaHashesPerNode)
+	// Level 0, streamed: hash each of its hash blocks (padding included)
+	// into the level-1 hashes.
+	level0 := ceilDiv(v.nblocks, fuchsiaHashesPerNode) * FuchsiaBlockSize
+	parents := make([]byte, 0, level0/FuchsiaBlockSize*fuchsiaDigestSize)
+	buf := make([]byte, min(level0, 16*FuchsiaBlockSize))
+	for off := int64(0); off < level0; {
+		chunk := buf[:min(int64(len(buf)), level0-off)]
+		if err := readTree(tree, chunk, off, root); err != nil {
+			return nil, err
+		}
+		for i := 0; i < len(chunk); i += FuchsiaBlockSize {
+			d := h.interior(1, (off+int64(i))/FuchsiaBlockSize, chunk[i:i+FuchsiaBlockSize])
+			parents = append(parents, d[:]...)
+		}
+		off += int64(len(chunk))
 	}
-	for i, lv := range levels {
-		next := fuchsiaHashLevel(h, i+1, lv)
-		if i == len(levels)-1 {
+	// The levels above are small: check them in memory. Each stored level
+	// is hashed including its zero padding, so every byte of the tree is
+	// covered.
+	rest := make([]byte, treeSize-level0)
+	if err := readTree(tree, rest, level0, root); err != nil {
+		return nil, err
+	}
+	next := parents
+	count := ceilDiv(v.nblocks, fuchsiaHashesPerNode)
+	for l := 1; ; l++ {
+		if count == 1 {
 			if Digest(next) != root {
 				return nil, fmt.Errorf("%w: Merkle tree of blob %s does not match its root", ErrIntegrity, root)
 			}
 			break
 		}
-		if string(next) != string(levels[i+1][:len(next)]) {
-			return nil, fmt.Errorf("%w: Merkle tree of blob %s: level %d does not match level %d", ErrIntegrity, root, i+1, i)
+		n := ceilDiv(count, fuchsiaHashesPerNode) * FuchsiaBlockSize
+		stored := rest[:n]
+		if string(next) != string(stored[:len(next)]) {
+			return nil, fmt.Errorf("%w: Merkle tree of blob %s: level %d does not match level %d", ErrIntegrity, root, l, l-1)
 		}
+		next = fuchsiaHashLevel(h, l+1, stored)
+		rest = rest[n:]
+		count = ceilDiv(count, fuchsiaHashesPerNode)
 	}
-	v.leaves = append([]byte(nil), tree[:v.nblocks*fuchsiaDigestSize]...)
+	v.tree, v.parents = tree, parents
 	return v, nil
+}
+
+// readTree reads len(p) tree bytes at off; a short tree is an ErrIntegrity.
+func readTree(tree io.ReaderAt, p []byte, off int64, root Digest) error {
+	n, err := tree.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		return fmt.Errorf("%w: Merkle tree of blob %s is truncated", ErrIntegrity, root)
+	}
+	return fmt.Errorf("merkle: reading the tree of blob %s: %w", root, err)
+}
+
+// leafBlock returns the verified level-0 hash block j (256 hashes).
+func (v *FuchsiaVerifier) leafBlock(h *fuchsiaHasher, j int64) ([]byte, error) {
+	if b := v.cache.get(j); b != nil {
+		return b, nil
+	}
+	b := make([]byte, FuchsiaBlockSize)
+	if err := readTree(v.tree, b, j*FuchsiaBlockSize, v.root); err != nil {
+		return nil, err
+	}
+	if d := h.interior(1, j, b); string(d[:]) != string(v.parents[j*fuchsiaDigestSize:(j+1)*fuchsiaDigestSize]) {
+		return nil, fmt.Errorf("%w: Merkle tree of blob %s: level-0 hash block %d (data blocks %d..%d) was altered after the tree was checked",
+			ErrIntegrity, v.root, j, j*fuchsiaHashesPerNode, min((j+1)*fuchsiaHashesPerNode, v.nblocks)-1)
+	}
+	v.cache.put(j, b)
+	return b, nil
 }
 
 // Size returns the blob size the verifier was made for.
@@ -402,14 +508,25 @@ func (v *FuchsiaVerifier) VerifyBlocks(firstBlock int64, data []byte) error {
 	if v.size == 0 {
 		return nil // the root was checked against the empty blob already
 	}
+	var hashes []byte // the verified level-0 hash block of block i
 	for i := firstBlock; len(data) > 0; i++ {
 		n := min(len(data), FuchsiaBlockSize)
 		d := h.leaf(i, data[:n])
 		var want []byte
-		if v.nblocks == 1 {
+		switch {
+		case v.nblocks == 1:
 			want = v.root[:]
-		} else {
+		case v.leaves != nil:
 			want = v.leaves[i*fuchsiaDigestSize : (i+1)*fuchsiaDigestSize]
+		default:
+			k := i % fuchsiaHashesPerNode
+			if hashes == nil || k == 0 {
+				var err error
+				if hashes, err = v.leafBlock(h, i/fuchsiaHashesPerNode); err != nil {
+					return err
+				}
+			}
+			want = hashes[k*fuchsiaDigestSize : (k+1)*fuchsiaDigestSize]
 		}
 		if string(d[:]) != string(want) {
 			return fmt.Errorf("%w: blob %s: data block %d (bytes %d..%d) does not match the Merkle tree", ErrIntegrity, v.root, i, i*FuchsiaBlockSize, i*FuchsiaBlockSize+int64(n))

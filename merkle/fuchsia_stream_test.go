@@ -104,3 +104,87 @@ func TestFuchsiaRootBoundedMemory(t *testing.T) {
 		t.Fatal("unexpected root")
 	}
 }
+
+// TestFuchsiaVerifierAt: the streaming verifier accepts exactly the trees
+// NewFuchsiaVerifier accepts, verifies every block, and refuses the blocks
+// of a level-0 hash block altered after it was made (and only those).
+func TestFuchsiaVerifierAt(t *testing.T) {
+	const B = FuchsiaBlockSize
+	for _, n := range []int{0, 1, B, B + 1, 256 * B, 256*B + 1, 600*B + 77} {
+		data := testPattern(n)
+		root, tree := NewFuchsiaBuilderFinish(data)
+		v, err := NewFuchsiaVerifierAt(root, int64(n), bytes.NewReader(tree), int64(len(tree)))
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if err := v.VerifyBlocks(0, data); err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if len(tree) == 0 {
+			continue
+		}
+		// Altered before: refused, like NewFuchsiaVerifier.
+		for _, at := range []int{0, len(tree) / 2, len(tree) - 1} {
+			bad := bytes.Clone(tree)
+			bad[at] ^= 1
+			_, err1 := NewFuchsiaVerifier(root, int64(n), bad)
+			_, err2 := NewFuchsiaVerifierAt(root, int64(n), bytes.NewReader(bad), int64(len(bad)))
+			if !errors.Is(err1, ErrIntegrity) || !errors.Is(err2, ErrIntegrity) {
+				t.Fatalf("%d bytes, tree byte %d flipped: %v, %v; want ErrIntegrity from both", n, at, err1, err2)
+			}
+		}
+		// Altered after: the blocks under the altered hash block fail.
+		live := bytes.Clone(tree)
+		v, err = NewFuchsiaVerifierAt(root, int64(n), bytes.NewReader(live), int64(len(live)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		live[5] ^= 1 // in level-0 hash block 0: data blocks 0..255
+		blocks := (n + B - 1) / B
+		for i := 0; i < blocks; i++ {
+			err := v.VerifyBlocks(int64(i), data[i*B:min((i+1)*B, n)])
+			if (i < 256) != errors.Is(err, ErrIntegrity) {
+				t.Fatalf("%d bytes, block %d after the tree changed: %v", n, i, err)
+			}
+		}
+	}
+	if _, err := NewFuchsiaVerifierAt(Digest{}, 3*B, bytes.NewReader(make([]byte, B)), 2*B); !errors.Is(err, ErrIntegrity) {
+		t.Errorf("tree shorter than its size: %v; want ErrIntegrity", err)
+	}
+}
+
+// TestFuchsiaVerifierAtMemory: verifying a 1 GiB blob's 4 MiB tree and a
+// few blocks allocates a small fraction of the tree.
+func TestFuchsiaVerifierAtMemory(t *testing.T) {
+	size := int64(1 << 30)
+	var leaves bytes.Buffer
+	st := NewFuchsiaStream(&leaves)
+	zero := make([]byte, 1<<20)
+	for done := int64(0); done < size; done += int64(len(zero)) {
+		st.Write(zero)
+	}
+	root, upper, err := st.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := append(leaves.Bytes(), make([]byte, padTo(leaves.Len(), FuchsiaBlockSize))...)
+	tree = append(tree, upper...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	v, err := NewFuchsiaVerifierAt(root, size, bytes.NewReader(tree), int64(len(tree)))
+	if err == nil {
+		for _, b := range []int64{0, 1000, size/FuchsiaBlockSize - 1} {
+			if err = v.VerifyBlocks(b, zero[:FuchsiaBlockSize]); err != nil {
+				break
+			}
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := after.TotalAlloc - before.TotalAlloc; a > uint64(len(tree))/4 {
+		t.Errorf("allocated %d bytes for a %d-byte tree", a, len(tree))
+	}
+}
