@@ -228,9 +228,12 @@ func FuzzOpenVerity(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:100])
 	f.Fuzz(func(t *testing.T, tree []byte) {
-		d, err := OpenVerity(in.data, blockdev.NewMemoryFrom(tree, 512), testMACKey, root, &VerityOptions{BlockSize: bs})
-		if err == nil {
-			checkContents(t, d, in.data.Bytes())
+		// Whole tree in memory, and leaf groups read back (cache 64).
+		for _, cache := range []int64{0, 64} {
+			d, err := OpenVerity(in.data, blockdev.NewMemoryFrom(tree, 512), testMACKey, root, &VerityOptions{BlockSize: bs, TreeCache: cache})
+			if err == nil {
+				checkContents(t, d, in.data.Bytes())
+			}
 		}
 	})
 }
