@@ -166,9 +166,17 @@ func compressToSpool(src io.ReaderAt, size int64, spool Spool) ([]seekEntry, uin
 		off += uint64(cSize)
 	}
 	if chunk > encodeBufferLimit {
+		zw, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(zstdLevel)),
+			zstd.WithEncoderCRC(true),
+			zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return nil, 0, fmt.Errorf("delivery: zstd encoder: %w", err)
+		}
+		defer zw.Close()
 		for i := range n {
 			lo := int64(i) * chunk
-			cSize, err := compressStream(spool, io.NewSectionReader(src, lo, min(lo+chunk, size)-lo))
+			cSize, err := compressStream(zw, spool, io.NewSectionReader(src, lo, min(lo+chunk, size)-lo))
 			if err != nil {
 				return nil, 0, err
 			}
@@ -222,19 +230,12 @@ func compressToSpool(src io.ReaderAt, size int64, spool Spool) ([]seekEntry, uin
 }
 
 // compressStream compresses one large chunk from r into w as one zstd
-// frame (with its content size and checksum) and returns the frame's size.
-func compressStream(w io.Writer, r *io.SectionReader) (int, error) {
+// frame (with its content size and checksum) with zw, and returns the
+// frame's size.
+func compressStream(zw *zstd.Encoder, w io.Writer, r *io.SectionReader) (int, error) {
 	cw := &countingWriter{w: w}
-	zw, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(zstdLevel)),
-		zstd.WithEncoderCRC(true),
-		zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return 0, fmt.Errorf("delivery: zstd encoder: %w", err)
-	}
 	zw.ResetContentSize(cw, r.Size())
 	if _, err := io.Copy(zw, r); err != nil {
-		zw.Close()
 		return 0, fmt.Errorf("delivery: compressing a chunk: %w", err)
 	}
 	if err := zw.Close(); err != nil {
