@@ -2,6 +2,7 @@ package bd
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -20,6 +21,9 @@ func benchVariants(b *testing.B) []struct {
 		in   *instance
 	}
 	for _, v := range variants() {
+		if strings.HasSuffix(v.name, "Cached") {
+			continue // BenchmarkLarge* measure the tree cache on a device that needs it
+		}
 		out = append(out, struct {
 			name string
 			in   *instance

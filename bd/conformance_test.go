@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 
@@ -75,7 +76,7 @@ func testReadWrite(t *testing.T, v variant, bs int) {
 	if err := in.dev.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if (v.name == "Crypt" || v.name == "VeriCrypt") && bytes.Contains(in.data.Bytes(), model[:bs]) {
+	if (v.name == "Crypt" || strings.HasPrefix(v.name, "VeriCrypt")) && bytes.Contains(in.data.Bytes(), model[:bs]) {
 		t.Errorf("a plaintext block is visible on the lower device")
 	}
 }

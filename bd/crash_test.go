@@ -50,28 +50,35 @@ type state struct {
 // either exactly that root's data or ErrAuthentication: never wrong data.
 func TestCrashVerity(t *testing.T) {
 	for _, crypt := range []bool{false, true} {
-		t.Run(map[bool]string{false: "Verity", true: "VeriCrypt"}[crypt], func(t *testing.T) {
-			testCrash(t, crypt)
-		})
+		for _, cache := range []int64{0, testTreeCache} {
+			name := map[bool]string{false: "Verity", true: "VeriCrypt"}[crypt]
+			if cache != 0 {
+				name += "Cached"
+			}
+			t.Run(name, func(t *testing.T) {
+				testCrash(t, crypt, cache)
+			})
+		}
 	}
 }
 
-func testCrash(t *testing.T, crypt bool) {
+func testCrash(t *testing.T, crypt bool, cache int64) {
 	const bs, blocks = 512, 12
 	dsize := int64(bs * blocks)
 	tsize := must(TreeSize(dsize, bs))
 	open := func(med blockdev.Device, root []byte, format bool) (blockdev.Device, error) {
 		data, tree := &region{med, 0, dsize}, &region{med, dsize, tsize}
-		o := &VeriCryptOptions{BlockSize: bs}
+		o := &VeriCryptOptions{BlockSize: bs, TreeCache: cache}
+		vo := &VerityOptions{BlockSize: bs, TreeCache: cache}
 		switch {
 		case crypt && format:
 			return asDev(FormatVeriCrypt(context.Background(), data, tree, testCryptKey, testMACKey, o))
 		case crypt:
 			return asDev(OpenVeriCrypt(data, tree, testCryptKey, testMACKey, root, o))
 		case format:
-			return asDev(FormatVerity(context.Background(), data, tree, testMACKey, &VerityOptions{BlockSize: bs}))
+			return asDev(FormatVerity(context.Background(), data, tree, testMACKey, vo))
 		}
-		return asDev(OpenVerity(data, tree, testMACKey, root, &VerityOptions{BlockSize: bs}))
+		return asDev(OpenVerity(data, tree, testMACKey, root, vo))
 	}
 	// The starting image.
 	base := blockdev.NewMemory(dsize+tsize, bs)

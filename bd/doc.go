@@ -64,7 +64,20 @@
 //
 // # Memory
 //
-// Verity keeps the whole tree in memory, verified once at open: 2*32 bytes
-// per data block rounded up to a power of two (16 MiB per GiB of 4 KiB
-// blocks at most), so a read costs one HMAC over the block and no tree I/O.
+// Verity and VeriCrypt keep at most VerityOptions.TreeCache bytes of tree
+// nodes (DefaultTreeCache, 16 MiB, unless set), whatever the device size.
+// A device whose whole tree fits (64 bytes per data block rounded up to a
+// power of two: up to 1 GiB of 4 KiB blocks with the default) keeps it in
+// memory, verified once at open, so a read costs one HMAC over the block
+// and no tree I/O. A larger device keeps the upper levels of the tree
+// (verified at open, at most half the budget) and a cache of recently used
+// groups of leaves: a block whose group is not cached costs one read of the
+// group's leaves from the tree device (4 KiB for a 64 GiB device with the
+// default) and the HMACs up to the kept levels, which the group must match
+// before any of it is used. Stored interior nodes are never used, so the
+// crash and tamper behaviour above is the same for every cache size; a leaf
+// altered on the tree device after open fails the blocks of its group with
+// errs.ErrAuthentication. Opening streams every leaf once (a 64 GiB device
+// reads 512 MiB of leaves), and FormatVerity streams the data, hashing on
+// every CPU: both in bounded memory.
 package bd

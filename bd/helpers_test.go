@@ -56,8 +56,15 @@ func variants() []variant {
 		{"Verity", false, openVerity},
 		{"VeriCrypt", false, openVeriCrypt},
 		{"DmVerity", true, openDmVerityTest},
+		{"VerityCached", false, openVerityCached},
+		{"VeriCryptCached", false, openVeriCryptCached},
 	}
 }
+
+// testTreeCache is a tree cache so small that the test devices keep only
+// the upper levels of their tree in memory, read leaf groups back from the
+// tree device and evict them (see treeGeometry).
+const testTreeCache = 600
 
 // must is for test setup, where an error is a bug in the test.
 func must[T any](v T, err error) T {
@@ -100,28 +107,46 @@ func newTree(t testing.TB, size int64, bs int) *blockdev.Memory {
 }
 
 func openVerity(t testing.TB, init []byte, bs int) *instance {
+	return openVerityCache(t, init, bs, 0)
+}
+
+func openVerityCached(t testing.TB, init []byte, bs int) *instance {
+	return openVerityCache(t, init, bs, testTreeCache)
+}
+
+func openVerityCache(t testing.TB, init []byte, bs int, cache int64) *instance {
 	m := blockdev.NewMemory(int64(len(init)), 512)
 	tr := newTree(t, int64(len(init)), bs)
-	d := must(FormatVerity(context.Background(), m, tr, testMACKey, &VerityOptions{BlockSize: bs}))
+	o := &VerityOptions{BlockSize: bs, TreeCache: cache}
+	d := must(FormatVerity(context.Background(), m, tr, testMACKey, o))
 	fill(t, d, init)
 	return &instance{dev: d, data: m, tree: tr, reopen: func(root []byte) (blockdev.Device, error) {
 		if root == nil {
 			root = d.Root()
 		}
-		return asDev(OpenVerity(m, tr, testMACKey, root, &VerityOptions{BlockSize: bs}))
+		return asDev(OpenVerity(m, tr, testMACKey, root, o))
 	}}
 }
 
 func openVeriCrypt(t testing.TB, init []byte, bs int) *instance {
+	return openVeriCryptCache(t, init, bs, 0)
+}
+
+func openVeriCryptCached(t testing.TB, init []byte, bs int) *instance {
+	return openVeriCryptCache(t, init, bs, testTreeCache)
+}
+
+func openVeriCryptCache(t testing.TB, init []byte, bs int, cache int64) *instance {
 	m := blockdev.NewMemory(int64(len(init)), 512)
 	tr := newTree(t, int64(len(init)), bs)
-	d := must(FormatVeriCrypt(context.Background(), m, tr, testCryptKey, testMACKey, &VeriCryptOptions{BlockSize: bs}))
+	o := &VeriCryptOptions{BlockSize: bs, TreeCache: cache}
+	d := must(FormatVeriCrypt(context.Background(), m, tr, testCryptKey, testMACKey, o))
 	fill(t, d, init)
 	return &instance{dev: d, data: m, tree: tr, reopen: func(root []byte) (blockdev.Device, error) {
 		if root == nil {
 			root = d.Root()
 		}
-		return asDev(OpenVeriCrypt(m, tr, testCryptKey, testMACKey, root, &VeriCryptOptions{BlockSize: bs}))
+		return asDev(OpenVeriCrypt(m, tr, testCryptKey, testMACKey, root, o))
 	}}
 }
 

@@ -23,14 +23,18 @@ type VeriCryptOptions struct {
 	// BlockSize is both the XTS data unit and the verity block: 512, 1024,
 	// 2048 or 4096 (0: 4096).
 	BlockSize int
+
+	// TreeCache and Progress are VerityOptions' (the tree covers the
+	// ciphertext).
+	TreeCache int64
+	Progress  func(done, total uint64)
 }
 
 func (o *VeriCryptOptions) split() (*CryptOptions, *VerityOptions) {
-	var bs int
-	if o != nil {
-		bs = o.BlockSize
+	if o == nil {
+		return &CryptOptions{}, &VerityOptions{}
 	}
-	return &CryptOptions{BlockSize: bs}, &VerityOptions{BlockSize: bs}
+	return &CryptOptions{BlockSize: o.BlockSize}, &VerityOptions{BlockSize: o.BlockSize, TreeCache: o.TreeCache, Progress: o.Progress}
 }
 
 // FormatVeriCrypt builds the tree over data's current (cipher)text, as

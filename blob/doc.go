@@ -41,6 +41,17 @@
 // not hash the same block twice. [Store.Verify] and [Store.VerifyAll] check
 // whole blobs.
 //
+// # Memory
+//
+// Installing and reading take memory that does not grow with the blob:
+// installs hash as the bytes stream and keep the data block hashes (1/256
+// of the data) in memory only up to 1 MiB, then in an unlinked temporary
+// file; delivery blobs decode one chunk at a time (package blob/delivery);
+// an open blob keeps only the tree levels above the data block hashes
+// (1/65536 of the data) and reads those hashes back from the blob file, one
+// 8 KiB hash block at a time, checking each against the verified level
+// above before use.
+//
 // # Space accounting
 //
 // [Store.Usage] is the number of bytes the store occupies on its file

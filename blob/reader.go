@@ -56,21 +56,17 @@ func (s *Store) Open(name merkle.Digest) (*Blob, error) {
 	return b, nil
 }
 
-// openBlob reads the header and the tree and checks the tree against the
-// name. Its errors name the blob.
+// openBlob reads the header and checks the tree against the name. Its
+// errors name the blob.
 func openBlob(f *os.File, name merkle.Digest) (*Blob, error) {
 	h, err := readHeader(f)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", name, err)
 	}
-	tree := make([]byte, h.treeSize)
-	if _, err := f.ReadAt(tree, headerSize+h.size); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("blob file truncated: %w", ErrIntegrity)
-		}
-		return nil, fmt.Errorf("blob %s: %w", name, err)
-	}
-	v, err := merkle.NewFuchsiaVerifier(name, h.size, tree)
+	// The tree is checked whole here, streamed; afterwards only its levels
+	// above the data block hashes stay in memory (see merkle).
+	tree := io.NewSectionReader(f, headerSize+h.size, h.treeSize)
+	v, err := merkle.NewFuchsiaVerifierAt(name, h.size, tree, h.treeSize)
 	if err != nil {
 		return nil, err // names the blob
 	}

@@ -16,6 +16,11 @@ import (
 // writeBuffer batches file writes; hashing works on the caller's slices.
 const writeBuffer = 1 << 20
 
+// spillMemory is how many bytes of level-0 hashes (those of 256 MiB of
+// data) an install keeps in memory before it moves them to a file. A
+// variable for tests.
+var spillMemory = 1 << 20
+
 // Writer installs one blob. It is an io.WriteCloser for one goroutine: the
 // bytes are hashed as they are written and staged in a temporary file;
 // Close verifies them against the name and makes the blob visible, Abort
@@ -28,7 +33,8 @@ type Writer struct {
 	size  int64 // declared size; -1 when unknown (Put)
 	f     *os.File
 	bw    *bufio.Writer
-	b     *merkle.FuchsiaBuilder
+	b     *merkle.FuchsiaStream
+	spill *leafSpill // the level-0 hashes b computes, until Close writes the tree
 	n     int64
 	err   error // sticky
 }
@@ -75,7 +81,8 @@ func (s *Store) newWriter(size int64) (*Writer, error) {
 		if hs < 0 {
 			hs = 0 // rewritten by commit
 		}
-		w := &Writer{s: s, size: size, f: f, b: merkle.NewFuchsiaBuilder()}
+		w := &Writer{s: s, size: size, f: f, spill: &leafSpill{dir: s.tmp}}
+		w.b = merkle.NewFuchsiaStream(w.spill)
 		// The header goes straight to the file, so the buffer starts empty
 		// and large writes bypass it (bufio copies only small ones).
 		if _, err := f.Write(header{size: hs, treeSize: merkle.FuchsiaTreeSize(hs)}.encode()); err != nil {
@@ -97,7 +104,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.size >= 0 && int64(len(p)) > w.size-w.n {
 		return 0, w.fail(fmt.Errorf("%s: more than the declared %d bytes: %w", w.label(), w.size, ErrSizeMismatch))
 	}
-	w.b.Write(p) // never fails
+	if _, err := w.b.Write(p); err != nil {
+		return 0, w.fail(fmt.Errorf("%s: %w", w.label(), err))
+	}
 	if _, err := w.bw.Write(p); err != nil {
 		return 0, w.fail(fmt.Errorf("%s: %w", w.label(), err))
 	}
@@ -118,6 +127,7 @@ func (w *Writer) discard() {
 		os.Remove(w.f.Name())
 		w.f = nil
 	}
+	w.spill.close()
 }
 
 // Abort discards the staged bytes; nothing is installed. It is a no-op on
@@ -151,20 +161,23 @@ func (w *Writer) commit() (merkle.Digest, error) {
 	if w.size >= 0 && w.n != w.size {
 		return w.name, w.fail(fmt.Errorf("%s: %d of the declared %d bytes written: %w", w.label(), w.n, w.size, ErrSizeMismatch))
 	}
-	root, tree := w.b.Finish()
+	root, upper, err := w.b.Finish()
+	if err != nil {
+		return w.name, w.fail(fmt.Errorf("%s: %w", w.label(), err))
+	}
 	if !w.known {
 		w.name = root
 	} else if root != w.name {
 		return w.name, w.fail(fmt.Errorf("blob %s: the bytes hash to %s: %w", w.name, root, ErrIntegrity))
 	}
-	if _, err := w.bw.Write(tree); err != nil {
+	if err := w.writeTree(upper); err != nil {
 		return w.name, w.fail(fmt.Errorf("blob %s: %w", w.name, err))
 	}
 	if err := w.bw.Flush(); err != nil {
 		return w.name, w.fail(fmt.Errorf("blob %s: %w", w.name, err))
 	}
 	if w.size < 0 {
-		h := header{size: w.n, treeSize: int64(len(tree))}
+		h := header{size: w.n, treeSize: merkle.FuchsiaTreeSize(w.n)}
 		if _, err := w.f.WriteAt(h.encode(), 0); err != nil {
 			return w.name, w.fail(fmt.Errorf("blob %s: %w", w.name, err))
 		}
@@ -173,6 +186,31 @@ func (w *Writer) commit() (merkle.Digest, error) {
 		return w.name, w.fail(fmt.Errorf("blob %s: %w", w.name, err))
 	}
 	return w.name, nil
+}
+
+// writeTree appends the tree after the data: the level-0 hashes from the
+// spill, zero-padded to whole 8 KiB blocks, then the upper levels (the
+// layout of merkle.FuchsiaBuilder.Finish). A blob of one block has no tree.
+func (w *Writer) writeTree(upper []byte) error {
+	want := merkle.FuchsiaTreeSize(w.n)
+	if want == 0 {
+		return nil
+	}
+	n, err := w.spill.writeTo(w.bw)
+	if err != nil {
+		return err
+	}
+	pad := (merkle.FuchsiaBlockSize - n%merkle.FuchsiaBlockSize) % merkle.FuchsiaBlockSize
+	if _, err := w.bw.Write(make([]byte, pad)); err != nil {
+		return err
+	}
+	if _, err := w.bw.Write(upper); err != nil {
+		return err
+	}
+	if got := n + pad + int64(len(upper)); got != want {
+		panic(fmt.Sprintf("blob: BUG: wrote a %d-byte tree for %d bytes, want %d (merkle.FuchsiaStream and FuchsiaTreeSize disagree)", got, w.n, want))
+	}
+	return nil
 }
 
 // install makes the staged file durable and links it under its name. The
@@ -275,4 +313,65 @@ func (s *Store) tempFiles() ([]string, error) {
 		names = append(names, filepath.Join(s.tmp, e.Name()))
 	}
 	return names, nil
+}
+
+// leafSpill keeps the level-0 hashes of an install: in memory up to
+// spillMemory bytes, then in a temporary file of the store's tmp directory,
+// unlinked as soon as it is made (so nothing is left behind, whatever
+// happens). Writes are buffered; writeTo copies everything written.
+type leafSpill struct {
+	dir string
+	mem []byte
+	f   *os.File
+	bw  *bufio.Writer
+	n   int64
+}
+
+func (s *leafSpill) Write(p []byte) (int, error) {
+	if s.f == nil && len(s.mem)+len(p) > spillMemory {
+		f, err := os.CreateTemp(s.dir, "spill-*")
+		if err != nil {
+			return 0, fmt.Errorf("spill the Merkle tree: %w", err)
+		}
+		os.Remove(f.Name())
+		s.f, s.bw = f, bufio.NewWriterSize(f, 64<<10)
+		if _, err := s.bw.Write(s.mem); err != nil {
+			return 0, fmt.Errorf("spill the Merkle tree: %w", err)
+		}
+		s.mem = nil
+	}
+	if s.f == nil {
+		s.mem = append(s.mem, p...)
+	} else if _, err := s.bw.Write(p); err != nil {
+		return 0, fmt.Errorf("spill the Merkle tree: %w", err)
+	}
+	s.n += int64(len(p))
+	return len(p), nil
+}
+
+// writeTo copies what was written to w and returns its length.
+func (s *leafSpill) writeTo(w io.Writer) (int64, error) {
+	if s.f == nil {
+		_, err := w.Write(s.mem)
+		return s.n, err
+	}
+	if err := s.bw.Flush(); err != nil {
+		return 0, fmt.Errorf("spill the Merkle tree: %w", err)
+	}
+	n, err := io.Copy(w, io.NewSectionReader(s.f, 0, s.n))
+	if err == nil && n != s.n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("read back the Merkle tree spill: %w", err)
+	}
+	return n, nil
+}
+
+func (s *leafSpill) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	s.mem = nil
 }

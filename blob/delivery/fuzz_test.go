@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 )
 
@@ -20,6 +21,10 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b.Bytes())
 	}
 	f.Add(assembleEntries(nil, nil, 0))
+	// A 5 MiB chunk (streamed) whose frame asks for a 128 MiB window, and a
+	// seek table claiming a 1 TiB chunk from a 32 MiB frame that is not there.
+	f.Add(assemble([][]byte{rleFrame(0x88, 40, 'x')}, []uint64{40 << 17}))
+	f.Add(assembleEntries([]seekEntry{{0, 1 << 40, archiveHeaderSize + seekEntrySize, 32 << 20}}, nil, 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := Decode(b)
 		if err != nil {
@@ -27,8 +32,11 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
 			}
 		}
-		// The stream decoder, in both chunk modes, agrees with Decode.
+		// The stream decoder, in both chunk modes, agrees with Decode, and
+		// its memory is bounded by what the format allows, whatever the
+		// headers claim (checkStreamMemory).
 		for _, lim := range []uint64{0, 1} {
+			checkStreamMemory(t, b, lim)
 			got2, d, err2 := decodeStream(b, lim, nil)
 			if (err == nil) != (err2 == nil) {
 				t.Fatalf("Decode err %v, stream (limit %d) err %v", err, lim, err2)
@@ -52,6 +60,41 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoded blob does not round-trip: %v", err)
 		}
 	})
+}
+
+// streamMemorySlack covers the zstd decoders' own state (made once per
+// process) and the test's bookkeeping.
+const streamMemorySlack = 16 << 20
+
+// checkStreamMemory decodes b with the stream decoder (chunks over
+// bufLimit streamed; 0: the default) into a sink and checks what that
+// allocated: at most two chunk buffers (a frame and its output, each at
+// most bufLimit) when every chunk is buffered, plus the largest zstd
+// window the decoder accepts when some chunk is streamed — never anything
+// that grows with the sizes the headers or the seek table claim.
+func checkStreamMemory(t *testing.T, b []byte, bufLimit uint64) {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d, err := NewDecoder(bytes.NewReader(b))
+	if err == nil {
+		if bufLimit != 0 {
+			d.bufLimit = bufLimit
+		}
+		_, err = io.Copy(io.Discard, d)
+	}
+	runtime.ReadMemStats(&after)
+	limit := uint64(2*maxBufferedChunk + streamMemorySlack)
+	if d != nil {
+		for _, e := range d.entries {
+			if e.dSize > d.bufLimit || e.cSize > d.bufLimit {
+				limit = maxWindow + 2*maxBufferedChunk + streamMemorySlack
+			}
+		}
+	}
+	if a := after.TotalAlloc - before.TotalAlloc; a > limit {
+		t.Fatalf("decoding %d bytes (limit %d) allocated %d bytes, more than %d (err %v)", len(b), bufLimit, a, limit, err)
+	}
 }
 
 // benchData is 16 MiB of mixed text, zero and random runs.

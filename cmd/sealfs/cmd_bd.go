@@ -57,6 +57,7 @@ type bdOptions struct {
 	KDFFile        string
 	MACKeyFile     string
 	Tree           string
+	TreeCache      string
 }
 
 func (o *bdOptions) AddFlags(fs *pflag.FlagSet, variants string) {
@@ -67,6 +68,22 @@ func (o *bdOptions) AddFlags(fs *pflag.FlagSet, variants string) {
 	fs.StringVar(&o.KDFFile, "kdf-file", "", "Argon2id salt and parameters sidecar `FILE` (default IMAGE.kdf)")
 	fs.StringVar(&o.MACKeyFile, "mac-key-file", "", "HMAC key `FILE` of the Merkle tree (verity, vericrypt)")
 	fs.StringVar(&o.Tree, "tree", "", "Merkle tree `FILE` (default IMAGE.tree), or the veritysetup hash device (dmverity)")
+	fs.StringVar(&o.TreeCache, "tree-cache", "", "keep at most `SIZE` of the verity tree in memory (bytes, or with a unit: K, M, G; default 16M)")
+}
+
+// treeCache is --tree-cache in bytes (0: the library's default).
+func (o *bdOptions) treeCache() (int64, error) {
+	if o.TreeCache == "" {
+		return 0, nil
+	}
+	n, err := parseSize("--tree-cache", o.TreeCache)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, usageErrorf("--tree-cache: must be more than 0 bytes")
+	}
+	return n, nil
 }
 
 func (o *bdOptions) check(allowed ...string) error {
@@ -308,6 +325,10 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	if err != nil {
 		return err
 	}
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return usageErrorf("DIR %s is not a directory", dir)
 	}
@@ -382,7 +403,7 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 	// 3. The tree over what is on the medium (ciphertext for vericrypt).
 	if o.verity() {
 		r.Tree = o.treePath(image)
-		root, err := makeBdTree(ctx, raw, r.Tree, macKey, o.BlockSize, stderr)
+		root, err := makeBdTree(ctx, raw, r.Tree, macKey, o.BlockSize, cache, stderr)
 		if err != nil {
 			return err
 		}
@@ -395,7 +416,7 @@ func runBdMakefs(ctx context.Context, o *bdMakefsOptions, args []string, stdout,
 }
 
 // makeBdTree writes the tree file for data and returns the root.
-func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey []byte, bs int, stderr io.Writer) ([]byte, error) {
+func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey []byte, bs int, cache int64, stderr io.Writer) ([]byte, error) {
 	ts, err := bd.TreeSize(data.Size(), bs)
 	if err != nil {
 		return nil, usageError(err)
@@ -406,7 +427,9 @@ func makeBdTree(ctx context.Context, data blockdev.Device, path string, macKey [
 		return nil, withCode(ExitError, err)
 	}
 	defer tree.Close()
-	v, err := bd.FormatVerity(ctx, data, tree, macKey, &bd.VerityOptions{BlockSize: bs})
+	update, finish := progressLine(stderr, "hashing")
+	v, err := bd.FormatVerity(ctx, data, tree, macKey, &bd.VerityOptions{BlockSize: bs, TreeCache: cache, Progress: update})
+	finish()
 	if err != nil {
 		return nil, withCode(ExitError, err)
 	}
@@ -457,7 +480,11 @@ func runBdMakemerkle(ctx context.Context, o *bdMakemerkleOptions, args []string,
 		return withCode(ExitError, err)
 	}
 	defer data.Close()
-	root, err := makeBdTree(ctx, data, args[1], macKey, o.BlockSize, stderr)
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
+	root, err := makeBdTree(ctx, data, args[1], macKey, o.BlockSize, cache, stderr)
 	if err != nil {
 		return err
 	}
@@ -505,6 +532,10 @@ func runBdVerify(ctx context.Context, o *bdVerifyOptions, args []string, stdout,
 	if err != nil || len(root) == 0 {
 		return usageErrorf("--root: %q is not a hex root hash", o.Root)
 	}
+	cache, err := o.treeCache()
+	if err != nil {
+		return err
+	}
 	data, err := blockdev.OpenFile(image, &blockdev.FileOptions{ReadOnly: true, BlockSize: 512})
 	if err != nil {
 		return withCode(ExitError, err)
@@ -535,7 +566,7 @@ func runBdVerify(ctx context.Context, o *bdVerifyOptions, args []string, stdout,
 			return err
 		}
 		defer clear(macKey)
-		v, err := bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize})
+		v, err := bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize, TreeCache: cache})
 		if err != nil {
 			return err
 		}

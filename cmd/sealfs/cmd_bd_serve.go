@@ -136,6 +136,10 @@ func bdServeOpen(o *bdServeOptions, path string) (_ *bdServeDevice, err error) {
 			return nil, err
 		}
 	}
+	cache, err := o.treeCache()
+	if err != nil {
+		return nil, err
+	}
 	var xtsKey, macKey []byte
 	defer func() { clear(xtsKey); clear(macKey) }()
 	if o.crypt() {
@@ -170,13 +174,13 @@ func bdServeOpen(o *bdServeOptions, path string) (_ *bdServeDevice, err error) {
 		d.dev, err = bd.NewCrypt(data, xtsKey, &bd.CryptOptions{BlockSize: o.BlockSize})
 	case "verity":
 		var v *bd.Verity
-		v, err = bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize})
+		v, err = bd.OpenVerity(data, tree, macKey, root, &bd.VerityOptions{BlockSize: o.BlockSize, TreeCache: cache})
 		if err == nil {
 			d.dev, d.root = v, v.Root
 		}
 	case "vericrypt":
 		var v *bd.VeriCrypt
-		v, err = bd.OpenVeriCrypt(data, tree, xtsKey, macKey, root, &bd.VeriCryptOptions{BlockSize: o.BlockSize})
+		v, err = bd.OpenVeriCrypt(data, tree, xtsKey, macKey, root, &bd.VeriCryptOptions{BlockSize: o.BlockSize, TreeCache: cache})
 		if err == nil {
 			d.dev, d.root = v, v.Root
 		}

@@ -117,6 +117,13 @@ func TestBdMakefsVerify(t *testing.T) {
 			if err != nil || !vr.Verified || vr.Blocks != 1024 {
 				t.Fatalf("verify = %+v, %v", vr, err)
 			}
+			// The same with a tree cache far smaller than the 64 KiB tree.
+			small := *vo
+			small.TreeCache = "1K"
+			vr, err = runJSON(t, func(out *bytes.Buffer) error { return runBdVerify(ctx, &small, []string{img}, out, &bytes.Buffer{}) })
+			if err != nil || !vr.Verified || vr.Blocks != 1024 {
+				t.Fatalf("verify --tree-cache 1K = %+v, %v", vr, err)
+			}
 			// A flipped byte in block 5: exit 4, block 5 named.
 			b, _ := os.ReadFile(img)
 			b[5*4096+9] ^= 0x40
@@ -124,6 +131,10 @@ func TestBdMakefsVerify(t *testing.T) {
 			vr, err = runJSON(t, func(out *bytes.Buffer) error { return runBdVerify(ctx, vo, []string{img}, out, &bytes.Buffer{}) })
 			if exitCode(err) != ExitAuthentication || len(vr.BadBlocks) != 1 || vr.BadBlocks[0] != 5 {
 				t.Fatalf("verify of tampered image = %+v, %v (exit %d)", vr, err, exitCode(err))
+			}
+			vr, err = runJSON(t, func(out *bytes.Buffer) error { return runBdVerify(ctx, &small, []string{img}, out, &bytes.Buffer{}) })
+			if exitCode(err) != ExitAuthentication || len(vr.BadBlocks) != 1 || vr.BadBlocks[0] != 5 {
+				t.Fatalf("verify --tree-cache 1K of tampered image = %+v, %v (exit %d)", vr, err, exitCode(err))
 			}
 			// A wrong root.
 			root, _ := hex.DecodeString(r.RootHash)
@@ -170,6 +181,12 @@ func TestBdUsage(t *testing.T) {
 		{name: "verify std", run: func(o, e ioW) error {
 			return runBdVerify(ctx, &bdVerifyOptions{Root: "00", bdOptions: bdOptions{Variant: "std"}}, []string{img}, o, e)
 		}, code: ExitUsage},
+		{name: "zero tree cache", run: func(o, e ioW) error {
+			return runBdVerify(ctx, &bdVerifyOptions{Root: "00", bdOptions: bdOptions{Variant: "verity", TreeCache: "0", MACKeyFile: f.macKey}}, []string{img}, o, e)
+		}, code: ExitUsage, errMatch: "--tree-cache"},
+		{name: "bad tree cache", run: func(o, e ioW) error {
+			return runBdMakefs(ctx, &bdMakefsOptions{Size: "1M", bdOptions: bdOptions{Variant: "verity", BlockSize: 4096, TreeCache: "lots", MACKeyFile: f.macKey}}, []string{img, f.src}, o, e)
+		}, code: ExitUsage, errMatch: "--tree-cache"},
 		{name: "verify bad root", run: func(o, e ioW) error {
 			return runBdVerify(ctx, &bdVerifyOptions{Root: "xyz", bdOptions: bdOptions{Variant: "verity"}}, []string{img}, o, e)
 		}, code: ExitUsage},

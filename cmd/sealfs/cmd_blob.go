@@ -204,11 +204,15 @@ func runBlobGet(_ context.Context, opts *blobOptions, args []string, _ io.Reader
 			_, err := io.Copy(w, struct{ io.Reader }{b})
 			return err
 		}
-		data, err := io.ReadAll(b)
+		// The frames wait in an unlinked temporary file until the seek
+		// table before them is known: memory stays bounded.
+		spool, err := os.CreateTemp("", "sealfs-delivery-*")
 		if err != nil {
-			return err
+			return withCode(ExitError, err)
 		}
-		return delivery.Encode(w, data)
+		os.Remove(spool.Name())
+		defer spool.Close()
+		return delivery.EncodeStream(w, b, b.Size(), spool)
 	}
 	if opts.Output == "" {
 		return emit(stdout)

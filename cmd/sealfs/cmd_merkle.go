@@ -69,11 +69,15 @@ func runMerkle(_ context.Context, opts *merkleOptions, args []string, stdin io.R
 		return err
 	}
 	defer closeIn()
-	b := merkle.NewFuchsiaBuilder()
+	// Only the root is wanted: the level-0 hashes are not kept.
+	b := merkle.NewFuchsiaStream(io.Discard)
 	if _, err := io.Copy(b, r); err != nil {
 		return withCode(ExitError, err)
 	}
-	root, _ := b.Finish()
+	root, _, err := b.Finish()
+	if err != nil {
+		return withCode(ExitError, err)
+	}
 	if opts.JSON {
 		return writeJSON(stdout, merkleResult{File: args[0], Root: root.String(), Size: b.Size()})
 	}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package bd
+
+const raceEnabled = false
