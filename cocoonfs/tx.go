@@ -126,6 +126,32 @@ func (tx *Tx) SetAuxMetadata(m *AuxMetadata) error {
 	return nil
 }
 
+// UpdateAuxMetadata changes the aux metadata in one transaction: update
+// edits the current records, read once the transaction has begun so that
+// no other change slips in between, and the result is returned as
+// committed.
+func (f *FS) UpdateAuxMetadata(ctx context.Context, update func(*AuxMetadata) error) (*AuxMetadata, error) {
+	tx, err := f.Begin()
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	m, err := f.AuxMetadata()
+	if err != nil {
+		return nil, err
+	}
+	if err := update(m); err != nil {
+		return nil, err
+	}
+	if err := tx.SetAuxMetadata(m); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return f.AuxMetadata()
+}
+
 // Rollback abandons the transaction. Whatever its writers put in free
 // blocks stays free space; the image is unchanged.
 func (tx *Tx) Rollback() {

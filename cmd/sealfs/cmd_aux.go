@@ -315,25 +315,7 @@ func updateAuxOnline(opts *auxOptions, path string, update func(*cocoonfs.AuxMet
 		return nil, err
 	}
 	defer closeFS()
-	m, err := f.AuxMetadata()
-	if err != nil {
-		return nil, err
-	}
-	if err := update(m); err != nil {
-		return nil, err
-	}
-	tx, err := f.Begin()
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	if err := tx.SetAuxMetadata(m); err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(context.Background()); err != nil {
-		return nil, err
-	}
-	return f.AuxMetadata()
+	return f.UpdateAuxMetadata(context.Background(), update)
 }
 
 // report prints the outcome of a change: msg, or with --json the listing.
