@@ -14,12 +14,27 @@
 // inode index entry leaf, pre-authenticated with an inline HMAC → the extents
 // lists of the authentication tree and allocation bitmap files (inline
 // authenticated chained extents) → the root node of the authentication tree
-// against the root HMAC → the allocation bitmap through the tree → the entry
-// leaf again, now through the tree → the inode index root.
+// against the root HMAC → the entry leaf again, now through the tree (which
+// loads the one allocation bitmap block that describes it) → the inode index
+// root.
 //
 // After Open, every read authenticates the data blocks it touches against
 // the tree before anything is decrypted or returned; tree nodes are verified
-// on the path from the root and cached once verified.
+// on the path from the root and cached, as are allocation bitmap blocks,
+// within fixed budgets.
+//
+// # Streaming
+//
+// Memory and work follow what an operation touches, never the size of a
+// file or an image. A File (OpenFile) reads any range by authenticating and
+// decrypting only its data blocks, and finds its length from its last
+// cipher blocks. A FileWriter (Tx.Create, FS.Stage) encrypts on one
+// goroutine while another digests and writes each segment to free blocks;
+// the transaction keeps digests and extent edges, and the commit updates
+// the tree along the paths to what changed (treeUpdater), as a journal
+// replay does. Mkfs and the online format write the image in one pass
+// (mkfswrite.go). The allocation bitmap is read block by block and a
+// transaction's allocations and releases are extents (bitmap.go).
 //
 // # Algorithms by strength
 //
