@@ -17,6 +17,9 @@ declare -A tools=(
 	[qemu-io]=qemu-utils
 	[qemu-img]=qemu-utils
 	[fusermount3]=fuse3
+	[docker-registry]=docker-registry
+	[htpasswd]=apache2-utils
+	[curl]=curl
 )
 
 missing=()
