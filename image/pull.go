@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -67,6 +68,7 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 	if !ValidTag(tag) {
 		return nil, fmt.Errorf("image: tag %q: want letters, digits, '_', '.' or '-', at most 128, not starting with '.' or '-': %w", tag, fs.ErrInvalid)
 	}
+	name := remoteName(repo, reference)
 	lay, err := createLayout(ociDir)
 	if err != nil {
 		return nil, err
@@ -79,24 +81,24 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 	}
 	desc, raw, err := repo.FetchManifest(ctx, reference, maxJSONSize)
 	if err != nil {
-		return nil, fmt.Errorf("image: pull %s: %w", reference, err)
+		return nil, fmt.Errorf("image: pull: %w", err) // it names the reference
 	}
 	if desc.MediaType != MediaTypeImageManifest {
-		return nil, fmt.Errorf("image: pull %s: media type %q, want %q (not a PuzzleFS image): %w", reference, desc.MediaType, MediaTypeImageManifest, errs.ErrUnsupported)
+		return nil, fmt.Errorf("image: pull %s: media type %q, want %q (not a PuzzleFS image): %w", name, desc.MediaType, MediaTypeImageManifest, errs.ErrUnsupported)
 	}
 	md := Digest(sha256.Sum256(raw)) // FetchManifest checked it is desc.Digest
 	m, err := parseManifest(raw)
 	if err != nil {
-		return nil, fmt.Errorf("image: pull %s: manifest %s: %w", reference, md, err)
+		return nil, fmt.Errorf("image: pull %s: manifest %s: %w", name, md, err)
 	}
 	m.Tag, m.Digest = reference, md
 	res := &PullResult{Tag: tag, Manifest: md, RootDigest: VerityDigest(raw), Verity: opts.RootDigest != nil}
 	if opts.RootDigest != nil {
 		if res.RootDigest != *opts.RootDigest {
-			return nil, fmt.Errorf("image: pull %s: manifest %s has fs-verity digest %s, not the trusted %s: %w", reference, md, res.RootDigest, *opts.RootDigest, errs.ErrAuthentication)
+			return nil, fmt.Errorf("image: pull %s: manifest %s has fs-verity digest %s, not the trusted %s: %w", name, md, res.RootDigest, *opts.RootDigest, errs.ErrAuthentication)
 		}
 		if len(m.RootfsVerity) != len(Digest{}) {
-			return nil, fmt.Errorf("image: pull %s: rootfs layer has no %s annotation to verify it by: %w", reference, AnnotationVerityRootHash, errs.ErrAuthentication)
+			return nil, fmt.Errorf("image: pull %s: rootfs layer has no %s annotation to verify it by: %w", name, AnnotationVerityRootHash, errs.ErrAuthentication)
 		}
 	}
 	p := &puller{repo: repo, lay: lay, cache: cache, res: res}
@@ -109,16 +111,16 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 	}
 	rootfsRaw, err := p.get(ctx, m.RootfsDigest, m.Rootfs.Size, maxRootfsSize, rootfsVerity, nil)
 	if err != nil {
-		return nil, fmt.Errorf("image: pull %s: rootfs: %w", reference, err)
+		return nil, fmt.Errorf("image: pull %s: rootfs: %w", name, err)
 	}
 	rootfs, err := ReadRootfs(rootfsRaw)
 	if err != nil {
-		return nil, fmt.Errorf("image: pull %s: rootfs %s: %w", reference, m.RootfsDigest, err)
+		return nil, fmt.Errorf("image: pull %s: rootfs %s: %w", name, m.RootfsDigest, err)
 	}
 	im := &Image{Manifest: m, Rootfs: rootfs}
 	visible, _, err := im.visibleChunks()
 	if err != nil {
-		return nil, fmt.Errorf("image: pull %s: %w", reference, err)
+		return nil, fmt.Errorf("image: pull %s: %w", name, err)
 	}
 
 	type job struct {
@@ -156,7 +158,7 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 			if opts.RootDigest != nil && j.d != cfg {
 				v, ok := rootfs.VerityOf(j.d)
 				if !ok {
-					return fmt.Errorf("image: pull %s: chunk %s: the rootfs records no fs-verity digest for it: %w", reference, j.d, errs.ErrAuthentication)
+					return fmt.Errorf("image: pull %s: chunk %s: the rootfs records no fs-verity digest for it: %w", name, j.d, errs.ErrAuthentication)
 				}
 				want = &v
 			}
@@ -165,7 +167,7 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 				limit = maxJSONSize
 			}
 			if _, err := p.get(gctx, j.d, j.size, limit, want, meter); err != nil {
-				return fmt.Errorf("image: pull %s: blob %s: %w", reference, j.d, err)
+				return fmt.Errorf("image: pull %s: blob %s: %w", name, j.d, err)
 			}
 			return nil
 		})
@@ -191,6 +193,14 @@ func Pull(ctx context.Context, repo *registry.Repository, reference, ociDir, tag
 		return nil, err
 	}
 	return res, nil
+}
+
+// remoteName is REGISTRY/REPOSITORY:TAG or @DIGEST, for messages.
+func remoteName(repo *registry.Repository, reference string) string {
+	if strings.Contains(reference, ":") {
+		return repo.Reference().Name() + "@" + reference
+	}
+	return repo.Reference().Name() + ":" + reference
 }
 
 // configDigestOf returns the manifest's config digest (zero if malformed,

@@ -488,7 +488,7 @@ type failingTransport struct {
 }
 
 func (f *failingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") && f.n.Add(1) > f.ok {
+	if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") && f.n.Add(1) > f.ok {
 		return nil, errors.New("test: connection cut")
 	}
 	return f.next.RoundTrip(req)

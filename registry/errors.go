@@ -27,39 +27,68 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrNotFound: the registry has no such repository, tag, manifest or
 	// blob. It matches fs.ErrNotExist too.
-	ErrNotFound = fmt.Errorf("not found in the registry (%w)", fs.ErrNotExist)
+	ErrNotFound error = &alias{"not found", fs.ErrNotExist}
 	// ErrDigestMismatch: the registry served bytes whose digest or size is
 	// not the one asked for. It matches errs.ErrAuthentication too: the
 	// bytes were never returned.
-	ErrDigestMismatch = fmt.Errorf("digest mismatch (%w)", errs.ErrAuthentication)
+	ErrDigestMismatch error = &alias{"digest mismatch", errs.ErrAuthentication}
 	// ErrNetwork: the registry could not be reached or did not answer in
 	// the protocol (connection refused or reset, DNS, TLS handshake or
 	// certificate, timeout, 5xx after retries).
 	ErrNetwork = errors.New("registry unreachable")
 )
 
+// alias is a sentinel that also matches a more general one.
+type alias struct {
+	msg  string
+	also error
+}
+
+func (a *alias) Error() string        { return a.msg }
+func (a *alias) Is(target error) bool { return target == a.also }
+
 // classify wraps err, from an operation op on the registry host, with the
-// class it belongs to. Errors already classified, and cancellations, pass
+// class it belongs to and the host and operation. Errors classify already
+// wrapped, cancellations, and local blobs that failed their check pass
 // through unchanged.
 func classify(host, op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, e := range []error{ErrUnauthorized, ErrNotFound, ErrDigestMismatch, ErrNetwork} {
-		if errors.Is(err, e) {
-			return err
-		}
-	}
-	// A cancellation, or a local blob that failed its check while it was
-	// being uploaded, is not the registry's doing.
-	if errors.Is(err, context.Canceled) || errors.Is(err, errs.ErrAuthentication) {
+	var done *opError
+	if errors.As(err, &done) || errors.Is(err, context.Canceled) || (errors.Is(err, errs.ErrAuthentication) && !errors.Is(err, ErrDigestMismatch)) {
 		return err
 	}
-	hint, class := classOf(err)
-	if class == nil {
-		return fmt.Errorf("registry %s: %s: %w", host, op, err)
+	e := &opError{host: host, op: op, err: err}
+	for _, c := range []error{ErrUnauthorized, ErrNotFound, ErrDigestMismatch, ErrNetwork} {
+		if errors.Is(err, c) {
+			return e // already says its class
+		}
 	}
-	return fmt.Errorf("registry %s: %s: %w%s: %w", host, op, class, hint, err)
+	e.hint, e.class = classOf(err)
+	return e
+}
+
+// opError is a failed registry operation.
+type opError struct {
+	host, op string
+	class    error // nil if none
+	hint     string
+	err      error
+}
+
+func (e *opError) Error() string {
+	if e.class == nil {
+		return fmt.Sprintf("registry %s: %s: %v", e.host, e.op, e.err)
+	}
+	return fmt.Sprintf("registry %s: %s: %v%s: %v", e.host, e.op, e.class, e.hint, e.err)
+}
+
+func (e *opError) Unwrap() []error {
+	if e.class == nil {
+		return []error{e.err}
+	}
+	return []error{e.class, e.err}
 }
 
 // classOf returns a hint for the user and the class of an error from oras

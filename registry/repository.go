@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
@@ -150,14 +151,14 @@ func (r *Repository) classify(op string, err error) error {
 // a digest) names, with a HEAD request.
 func (r *Repository) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
 	d, err := r.remote.Resolve(ctx, reference)
-	return d, r.classify("resolve "+r.ref.Name()+" "+reference, err)
+	return d, r.classify("resolve "+r.name(reference), err)
 }
 
 // FetchManifest fetches the manifest reference (a tag or a digest) names,
 // at most limit bytes, and checks it against the digest the registry gave
 // for it (or the one asked for) before returning it.
 func (r *Repository) FetchManifest(ctx context.Context, reference string, limit int64) (ocispec.Descriptor, []byte, error) {
-	op := "fetch manifest " + r.ref.Name() + " " + reference
+	op := "fetch manifest " + r.name(reference)
 	desc, rc, err := r.remote.Manifests().FetchReference(ctx, reference)
 	if err != nil {
 		return desc, nil, r.classify(op, err)
@@ -186,7 +187,18 @@ func (r *Repository) PushManifest(ctx context.Context, mediaType string, raw []b
 	} else {
 		err = r.remote.Push(ctx, desc, bytes.NewReader(raw))
 	}
-	return desc, r.classify("push manifest "+r.ref.Name()+":"+tag, err)
+	return desc, r.classify("push manifest "+r.name(tag), err)
+}
+
+// name is REGISTRY/REPOSITORY:TAG or @DIGEST for reference.
+func (r *Repository) name(reference string) string {
+	switch {
+	case reference == "":
+		return r.ref.Name()
+	case strings.Contains(reference, ":"):
+		return r.ref.Name() + "@" + reference
+	}
+	return r.ref.Name() + ":" + reference
 }
 
 // Exists reports whether the repository has blob d (a HEAD request).
