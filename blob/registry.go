@@ -115,7 +115,9 @@ func Push(ctx context.Context, s *Store, repo *registry.Repository, tag string, 
 	}
 	blobs := []registry.Blob{{
 		Descriptor: ocispec.DescriptorEmptyJSON,
-		Open:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(ocispec.DescriptorEmptyJSON.Data)), nil },
+		Open: func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(ocispec.DescriptorEmptyJSON.Data)), nil
+		},
 	}}
 	for i, l := range layers {
 		name := names[i]

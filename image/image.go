@@ -2,8 +2,8 @@ package image
 
 import (
 	"bytes"
-	"context"
 	"container/list"
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
