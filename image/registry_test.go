@@ -11,12 +11,14 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -106,6 +108,19 @@ func sameFiles(t *testing.T, want, got string) {
 			t.Errorf("%s: not in the source tree", k)
 		}
 	}
+}
+
+func benchRepo(b *testing.B, srv *registrytest.Server, repo string) *registry.Repository {
+	b.Helper()
+	ref, err := registry.ParseReference(srv.Ref(repo, ""))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := registry.Open(ref, srv.Options())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
 }
 
 func openRepo(t *testing.T, srv *registrytest.Server, repo string, opts *registry.Options) *registry.Repository {
@@ -589,4 +604,33 @@ func (s *lyingSource) FetchBlob(ctx context.Context, d Digest, size, limit int64
 		return nil, err
 	}
 	return s.lie(d, b), nil
+}
+
+// TestRemoteFetchTimeout: a registry that stops answering fails the read
+// (EIO in a mount) within the fetch timeout instead of hanging it.
+func TestRemoteFetchTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer srv.Close()
+	defer close(block) // runs first: lets the handlers return
+	ref, err := registry.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := registry.Open(ref, &registry.Options{PlainHTTP: true, NoDockerConfig: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRemote(repo, &RemoteOptions{FetchTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = r.FetchBlob(context.Background(), Digest{1}, -1, MaxChunkSize)
+	if !errors.Is(err, registry.ErrNetwork) {
+		t.Errorf("fetch from a registry that never answers: %v, want registry.ErrNetwork", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v with a 300ms fetch timeout", d)
+	}
 }

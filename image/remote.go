@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -36,8 +37,9 @@ import (
 // A *Remote is safe for concurrent use; concurrent reads of one blob wait
 // for a single fetch.
 type Remote struct {
-	repo  *registry.Repository
-	cache *Layout
+	repo    *registry.Repository
+	cache   *Layout
+	timeout time.Duration
 
 	flight singleflight.Group
 
@@ -52,7 +54,14 @@ type RemoteOptions struct {
 	// does not exist. "" means no cache: every blob is fetched when read
 	// (an Image still keeps the most recent ones in memory).
 	CacheDir string
+	// FetchTimeout bounds each fetch of a blob from the registry (retries
+	// included), so that a read of a lazy mount fails (EIO) rather than
+	// hangs when the registry stops answering; 0 means DefaultFetchTimeout.
+	FetchTimeout time.Duration
 }
+
+// DefaultFetchTimeout is how long a Remote waits for one blob.
+const DefaultFetchTimeout = 2 * time.Minute
 
 // RemoteStats count where a Remote's blobs came from.
 type RemoteStats struct {
@@ -67,7 +76,10 @@ type RemoteStats struct {
 
 // NewRemote makes a Source of repo's images.
 func NewRemote(repo *registry.Repository, opts *RemoteOptions) (*Remote, error) {
-	r := &Remote{repo: repo}
+	r := &Remote{repo: repo, timeout: DefaultFetchTimeout}
+	if opts != nil && opts.FetchTimeout > 0 {
+		r.timeout = opts.FetchTimeout
+	}
 	if opts != nil && opts.CacheDir != "" {
 		c, err := openCache(opts.CacheDir)
 		if err != nil {
@@ -129,6 +141,8 @@ func (r *Remote) fetch(ctx context.Context, d Digest, size, limit int64) ([]byte
 	if b, ok := r.fromCache(d, size, limit); ok {
 		return b, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	b, err := r.repo.ReadBlob(ctx, digest.Digest(d.OCI()), size, limit)
 	if err != nil {
 		return nil, err

@@ -249,6 +249,23 @@ func TestAuth(t *testing.T) {
 	if err := push(docker); err != nil {
 		t.Fatalf("push with docker's stored credentials: %v", err)
 	}
+
+	// A credential helper, as docker-credential-pass and the cloud ones
+	// are: docker-credential-NAME get, server on stdin, JSON on stdout.
+	bin := t.TempDir()
+	helper := fmt.Sprintf("#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{\"ServerURL\":\"%%s\",\"Username\":%q,\"Secret\":%q}' \"$server\"\n",
+		registrytest.Username, registrytest.Password)
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-sealfstest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cfg = fmt.Sprintf(`{"credHelpers":{%q:"sealfstest"}}`, srv.Host)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := push(docker); err != nil {
+		t.Fatalf("push with a credential helper: %v", err)
+	}
 }
 
 func TestTLS(t *testing.T) {

@@ -198,6 +198,11 @@ func transferProgress(w io.Writer, verb string) (registry.ProgressFunc, func()) 
 	if !isTerminal(w) {
 		return nil, func() {}
 	}
+	return drawTransfer(w, verb)
+}
+
+// drawTransfer is transferProgress on any writer.
+func drawTransfer(w io.Writer, verb string) (registry.ProgressFunc, func()) {
 	var mu sync.Mutex
 	start := time.Now()
 	var last time.Time

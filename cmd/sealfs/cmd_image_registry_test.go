@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/image"
+	"github.com/sealfs/sealfs/registry"
 	"github.com/sealfs/sealfs/registry/registrytest"
 )
 
@@ -435,4 +436,25 @@ func uniq(ds []image.Digest) map[image.Digest]bool {
 		m[d] = true
 	}
 	return m
+}
+
+func TestTransferProgress(t *testing.T) {
+	var buf bytes.Buffer
+	if update, _ := transferProgress(&buf, "pushing"); update != nil {
+		t.Fatal("progress drawn on a non-terminal")
+	}
+	update, finish := drawTransfer(&buf, "pushing")
+	for i := 0; i <= 10; i++ {
+		update(registry.Progress{Blobs: 10, BlobsDone: i, Bytes: 10 << 20, BytesDone: int64(i) << 20, Moved: int64(i) << 20})
+	}
+	finish()
+	out := buf.String()
+	// The first update and the last (everything done) are always drawn;
+	// the ones in between only every 100 ms.
+	if !strings.HasPrefix(out, "\rpushing 0/10 blobs, 0 B/10.0 MiB, ") || !strings.Contains(out, "\rpushing 10/10 blobs, 10.0 MiB/10.0 MiB, ") {
+		t.Errorf("progress output %q", out)
+	}
+	if !strings.HasSuffix(out, "\r") || strings.Count(out, "pushing") > 11 {
+		t.Errorf("progress output %q: want a blanked line at the end", out)
+	}
 }
