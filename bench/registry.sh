@@ -103,6 +103,7 @@ oci=$tmp/oci
 "$sealfs" image build "$tmp/tree1" "$oci:v1" >/dev/null
 root=$("$sealfs" --json image build "$tmp/tree1" "$oci:v1" | sed -n 's/.*"root_digest": "\([0-9a-f]*\)".*/\1/p')
 layout_bytes=$(blob_bytes "$oci")
+layout_blobs=$(find "$oci/blobs" -type f | wc -l)
 log "tree go$version: $(find "$tmp/tree1" -type f | wc -l) files; layout $(mib "$layout_bytes")"
 
 # --- The registry: a fresh storage directory for every timed push ----------
@@ -213,7 +214,7 @@ fi
 echo
 echo "## sealfs image push/pull through docker-registry $(docker-registry --version 2>/dev/null | awk '{print $NF}') on loopback"
 echo
-echo "go$version toolchain: $(find "$tmp/tree1" -type f | wc -l) files, $(mib "$(blob_bytes "$tmp/tree1")"); layout $(mib "$layout_bytes") in $(find "$oci/blobs" -type f | wc -l) blobs; fastest of $repeat, -j $conc"
+echo "go$version toolchain: $(find "$tmp/tree1" -type f | wc -l) files, $(mib "$(blob_bytes "$tmp/tree1")"); layout $(mib "$layout_bytes") in $layout_blobs blobs; fastest of $repeat, -j $conc"
 echo
 printf '| %-44s | %9s | %9s | %11s | %12s |\n' "copy of the layout" "seconds" "× cp -r" "sealfs CPU" "registry CPU"
 printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "-----------" "-----------" "-------------" "--------------"
