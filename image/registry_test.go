@@ -634,3 +634,41 @@ func TestRemoteFetchTimeout(t *testing.T) {
 		t.Errorf("took %v with a 300ms fetch timeout", d)
 	}
 }
+
+// FuzzParseManifest: the manifests Pull and OpenImageFrom take from a
+// registry are parsed or refused with a class, never half-accepted.
+func FuzzParseManifest(f *testing.F) {
+	src := randomTree(f, 8, 100<<10)
+	oci := filepath.Join(f.TempDir(), "oci")
+	if _, err := Build(context.Background(), src, oci, "v1", BuildOptions{Compress: true}); err != nil {
+		f.Fatal(err)
+	}
+	l, err := OpenLayout(oci)
+	if err != nil {
+		f.Fatal(err)
+	}
+	m, err := l.Manifest("v1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(m.Raw)
+	f.Add([]byte(`{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		m, err := parseManifest(raw)
+		if err != nil {
+			if !errors.Is(err, errs.ErrCorrupt) && !errors.Is(err, errs.ErrUnsupported) && !errors.Is(err, errs.ErrUnsupportedAlgorithm) {
+				t.Fatalf("error of no class: %v", err)
+			}
+			return
+		}
+		if m.Rootfs.MediaType != MediaTypeRootfs || m.Rootfs.Size < 0 || len(m.Chunks) != len(m.JSON.Layers)-1 {
+			t.Fatalf("accepted a manifest without a proper rootfs layer: %+v", m.JSON)
+		}
+		for _, c := range m.Chunks {
+			if _, err := ParseDigest(c.Digest); err != nil || c.Size < 0 {
+				t.Fatalf("accepted chunk %+v", c)
+			}
+		}
+	})
+}
