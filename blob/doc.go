@@ -52,6 +52,16 @@
 // 8 KiB hash block at a time, checking each against the verified level
 // above before use.
 //
+// # Registries
+//
+// [Push] uploads a whole store to an OCI registry as one artifact (an OCI
+// manifest with one layer per blob, each annotated with its name; see
+// docs/format/oci-blob-store.md), uploading only the blobs the registry
+// lacks. [Pull] installs such an artifact into a store through the
+// verified install path: every blob is checked against both its sha256 and
+// its name before it becomes visible, and blobs already present are
+// skipped, so an interrupted pull resumes.
+//
 // # Space accounting
 //
 // [Store.Usage] is the number of bytes the store occupies on its file

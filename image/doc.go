@@ -20,6 +20,17 @@
 // disk, all or nothing; [Layout.Usage] accounts for shared and unique bytes.
 // Package image/fusefs mounts an Image read-only.
 //
+// Images travel through OCI registries (package registry): [Push] uploads a
+// tagged image, only the blobs the registry lacks; [Pull] fetches one into
+// a layout through the same verify-then-link path as Build, so an
+// interrupted pull leaves a valid layout and the next one resumes. An Image
+// reads its blobs through a [Source]: a layout ([Layout.Source]) or, for a
+// lazy mount, a [Remote], which fetches blobs from a registry when first
+// read and keeps them in a local cache. [OpenImageFrom] opens an image from
+// any Source and trusts nothing it returns: the manifest is checked against
+// its digest, every blob against its sha256 and, with a root digest, the
+// fs-verity chain, before a byte is used.
+//
 // Lower-level readers: [OpenLayout], [Layout.Tags], [Layout.Manifest],
 // [ReadRootfs] (the metadata as plain Go values: [Rootfs], [Inode],
 // [FileChunk]) and [Layout.ReadChunk]. Every blob is checked against its

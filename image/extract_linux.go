@@ -215,7 +215,7 @@ func (x *extractor) createFile(parent int, e *extractEntry) error {
 		case w.err != nil:
 			return x.fail(e, "write", w.err)
 		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("image: extract %q: a blob of the image is missing from the layout: %w: %w", e.path, err, errs.ErrCorrupt)
+			return fmt.Errorf("image: extract %q: a blob of the image is missing: %w: %w", e.path, err, errs.ErrCorrupt)
 		}
 		return fmt.Errorf("image: extract %q: %w", e.path, err)
 	}

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -37,13 +38,20 @@ func VerityDigest(blob []byte) Digest {
 // fsVerityData before its bytes are used. Without one, every blob is still
 // checked against its sha256 name.
 //
+// An Image opened with OpenImageFrom reads its blobs through a Source (a
+// registry, say) and checks them all the same way.
+//
 // An *Image is safe for concurrent use.
 type Image struct {
+	// Layout is the layout the image was opened from; nil for an image
+	// opened from another Source.
 	Layout   *Layout
 	Manifest *Manifest
 	Rootfs   *Rootfs
 	// Verity reports whether the fs-verity chain is being checked.
 	Verity bool
+
+	src Source
 
 	mu    sync.Mutex
 	cache blobCache
@@ -70,12 +78,24 @@ func (l *Layout) OpenImage(tag string, rootDigest *Digest) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{Layout: l, Manifest: m, Verity: rootDigest != nil}
+	im, err := openImage(context.Background(), layoutSource{l}, m, rootDigest)
+	if err != nil {
+		return nil, err
+	}
+	im.Layout = l
+	return im, nil
+}
+
+// openImage checks a parsed manifest against the root digest, then
+// fetches, checks and decodes its rootfs from src.
+func openImage(ctx context.Context, src Source, m *Manifest, rootDigest *Digest) (*Image, error) {
+	tag := m.Tag
+	im := &Image{Manifest: m, Verity: rootDigest != nil, src: src}
 	im.cache.init(64 << 20)
 	if im.Verity {
-		// Manifest already parsed its JSON, but only after the sha256
-		// check against index.json; index.json itself is not covered by
-		// the chain, so the manifest is re-judged here by the root digest.
+		// The manifest was checked against the sha256 its index entry
+		// (or the registry) gave; neither is covered by the chain, so the
+		// manifest is re-judged here by the root digest.
 		if got := VerityDigest(m.Raw); subtle.ConstantTimeCompare(got[:], rootDigest[:]) != 1 {
 			return nil, fmt.Errorf("image: %q: manifest %s has fs-verity digest %s, not the trusted %s: %w", tag, m.Digest, got, *rootDigest, errs.ErrAuthentication)
 		}
@@ -83,7 +103,7 @@ func (l *Layout) OpenImage(tag string, rootDigest *Digest) (*Image, error) {
 			return nil, fmt.Errorf("image: %q: rootfs layer has no %s annotation to verify it by: %w", tag, AnnotationVerityRootHash, errs.ErrAuthentication)
 		}
 	}
-	raw, _, err := l.ReadDescriptor(m.Rootfs)
+	raw, err := im.fetchVerified(ctx, m.RootfsDigest, m.Rootfs.Size, maxRootfsSize)
 	if err != nil {
 		return nil, fmt.Errorf("image: rootfs of %q: %w", tag, err)
 	}
@@ -256,18 +276,15 @@ func (im *Image) blob(ref BlobRef) ([]byte, error) {
 	if ok {
 		return b, nil
 	}
-	stored, err := im.Layout.readBlob(ref.Digest, -1, MaxChunkSize)
+	// The size is not checked against the manifest's chunk layers: puzzlefs
+	// gives compressed chunks their uncompressed size there, and the sha256
+	// settles what the blob is.
+	stored, err := im.fetchVerified(context.Background(), ref.Digest, -1, MaxChunkSize)
 	if err != nil {
 		return nil, err
 	}
-	if im.Verity {
-		want, ok := im.Rootfs.VerityOf(ref.Digest)
-		if !ok {
-			return nil, fmt.Errorf("image: chunk %s: the rootfs records no fs-verity digest for it: %w", ref.Digest, errs.ErrAuthentication)
-		}
-		if got := VerityDigest(stored); got != want {
-			return nil, fmt.Errorf("image: chunk %s: fs-verity digest %s, rootfs says %s: %w", ref.Digest, got, want, errs.ErrAuthentication)
-		}
+	if err := im.checkChunkVerity(ref.Digest, stored); err != nil {
+		return nil, err
 	}
 	b = stored
 	if ref.Compressed {

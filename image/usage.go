@@ -242,3 +242,35 @@ func (l *Layout) tagUsage(desc Descriptor) (TagUsage, map[Digest]bool, error) {
 	}
 	return tu, set, nil
 }
+
+// Usage describes an open image from its manifest and metadata alone,
+// without looking at any chunk: what `image ls` shows for an image in a
+// registry. StoredBytes counts the manifest, config, rootfs and chunk
+// layers at the sizes the manifest gives (each distinct blob once); Chunks
+// counts the distinct chunks the manifest lists or the visible files use.
+// UniqueBytes and Missing, which need the other images and the blobs
+// themselves, are zero.
+func (im *Image) Usage() (TagUsage, error) {
+	m := im.Manifest
+	chunks, tu, err := im.visibleChunks()
+	if err != nil {
+		return tu, err
+	}
+	tu.Tag = m.Tag
+	tu.Manifest = m.Digest
+	tu.RootfsSize = m.Rootfs.Size
+	tu.StoredBytes = int64(len(m.Raw)) + m.JSON.Config.Size + m.Rootfs.Size
+	set := map[Digest]bool{}
+	for _, c := range m.Chunks {
+		d, _ := ParseDigest(c.Digest) // parseManifest checked it
+		if !set[d] {
+			set[d] = true
+			tu.StoredBytes += c.Size
+		}
+	}
+	for _, d := range chunks {
+		set[d] = true
+	}
+	tu.Chunks = len(set)
+	return tu, nil
+}

@@ -22,10 +22,20 @@ import (
 var emptyConfig = []byte("{}")
 
 // createLayout opens the OCI layout in dir, creating it (and dir) if it
-// does not exist yet. A directory that exists and is not empty must already
-// be a layout.
+// does not exist yet: the oci-layout file, then an index.json without
+// manifests, so that a layout is valid from the start and stays valid if
+// what fills it (a build, a pull) is interrupted. A directory that exists
+// and is not empty must already be a layout; one that has its oci-layout
+// file but no index.json (creation cut short) gets an empty index.json.
 func createLayout(dir string) (*Layout, error) {
-	if l, err := OpenLayout(dir); err == nil {
+	l, err := OpenLayout(dir)
+	if errors.Is(err, fs.ErrNotExist) && fileExists(filepath.Join(dir, "oci-layout")) && !fileExists(filepath.Join(dir, "index.json")) {
+		if err := writeFileAtomic(dir, "index.json", emptyIndex); err != nil {
+			return nil, err
+		}
+		l, err = OpenLayout(dir)
+	}
+	if err == nil {
 		if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
 			return nil, fmt.Errorf("image: %w", err)
 		}
@@ -48,7 +58,19 @@ func createLayout(dir string) (*Layout, error) {
 	if err := writeFileAtomic(dir, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 		return nil, err
 	}
+	if err := writeFileAtomic(dir, "index.json", emptyIndex); err != nil {
+		return nil, err
+	}
 	return &Layout{dir: dir}, nil
+}
+
+// emptyIndex is the index.json of a new layout. setTag keeps its fields,
+// so the first tag's index.json is what it would be without it.
+var emptyIndex = []byte(`{"manifests":[],"schemaVersion":2}`)
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // writeFileAtomic replaces dir/name with data: a synced temporary file

@@ -72,6 +72,7 @@ progress is shown on stderr.`, false, false, runBlobVerify),
 		newBlobSub(g, "du STORE", "Show the bytes STORE occupies on disk", `Print the number of blobs and the exact bytes STORE occupies on its file
 system: the allocated blocks of every file and directory in it (blob data,
 trees and headers, the marker, temporary files of installs in progress).`, false, false, runBlobDu),
+		newBlobPushCommand(g), newBlobPullCommand(g),
 	)
 	return cmd
 }

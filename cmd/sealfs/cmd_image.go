@@ -23,9 +23,16 @@ the image's manifest blob, printed by 'image build'; given with --digest, it
 checks the whole chain (manifest, metadata, every chunk) before any byte is
 used. Without --digest every blob is still checked against its sha256 name.
 
+Images travel through OCI registries: 'image push' uploads the blobs a
+registry lacks, 'image pull' downloads into a layout, and extract, mount
+and ls take a registry reference (REGISTRY/REPOSITORY:TAG) wherever they
+take OCIDIR:TAG; a mount of one is lazy, fetching each chunk when first
+read, verified, into a local cache.
+
 Exit status 4 means a blob failed its sha256 or fs-verity check, 5 that the
 layout or metadata is malformed or of an unsupported kind, 6 that the tag
-does not exist.`
+does not exist; 11 to 14 are registry failures (unauthorized, not found,
+digest mismatch, unreachable).`
 
 // imageSubcommands are the 'image' subcommands; each file registers its own
 // in an init function so that they stay independent.
@@ -39,7 +46,9 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 		Example: `  sealfs image build rootfs/ oci:v1
   sealfs image build --base v1 rootfs-v2/ oci:v2
   sealfs image extract --digest HEX oci:v2 out/
-  sealfs image mount --digest HEX oci:v2 /mnt/v2`,
+  sealfs image mount --digest HEX oci:v2 /mnt/v2
+  sealfs image push oci:v2 registry.example.com/team/rootfs:v2
+  sealfs image mount --digest HEX registry.example.com/team/rootfs:v2 /mnt/v2`,
 	}
 	for _, sub := range imageSubcommands {
 		cmd.AddCommand(sub(g))
@@ -98,6 +107,9 @@ func openImageTag(ociDir, tag string, root *image.Digest) (*image.Image, error) 
 // imageError gives a library error its exit code; notExist is the
 // code for fs.ErrNotExist, whose meaning depends on what was being opened.
 func imageError(err error, notExist int) error {
+	if code := registryExitCode(err); code != 0 {
+		return withCode(code, err)
+	}
 	switch {
 	case errors.Is(err, errs.ErrAuthentication):
 		return withCode(ExitAuthentication, err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sealfs/sealfs/image"
+	"github.com/sealfs/sealfs/registry"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -20,6 +21,7 @@ type imageExtractOptions struct {
 	Owners      string // auto, restore, ignore
 	NoXattrs    bool
 	SkipDevices bool
+	imageSourceOptions
 }
 
 func (o *imageExtractOptions) AddFlags(fs *pflag.FlagSet) {
@@ -27,6 +29,7 @@ func (o *imageExtractOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Owners, "owners", "auto", "restore uid/gid by `MODE`: auto (only as root), restore (always; a refused chown fails) or ignore")
 	fs.BoolVar(&o.NoXattrs, "no-xattrs", false, "do not restore extended attributes (for file systems without them)")
 	fs.BoolVar(&o.SkipDevices, "skip-devices", false, "skip character and block devices instead of failing where mknod is not permitted")
+	o.imageSourceOptions.AddFlags(fs)
 }
 
 const imageExtractLong = `Recreate the tree of image OCIDIR:TAG as directory DIR, which must not
@@ -48,24 +51,30 @@ is restored when running as root (--owners restore forces it, ignore skips
 it); as another user, devices fail unless --skip-devices, and trusted.* and
 security.* attributes the kernel refuses are skipped with a warning.
 
+The image may be in a registry (REGISTRY/REPOSITORY:TAG or @DIGEST): its
+chunks are then fetched first, several at a time, each checked as above and
+kept in the cache (--cache), and the tree is extracted from there.
+
 Exit status 4 means a blob failed its sha256 or fs-verity check, 5 that the
 image is malformed, lacks a blob, or holds what Linux cannot create, 6 that
-the tag does not exist, 1 any other failure (DIR not empty, permissions).`
+the tag does not exist, 1 any other failure (DIR not empty, permissions).
+` + registryFlagsHelp
 
 func newImageExtractCommand(g *globalOptions) *cobra.Command {
 	opts := &imageExtractOptions{}
 	cmd := &cobra.Command{
-		Use:   "extract OCIDIR:TAG DIR",
+		Use:   "extract OCIDIR:TAG|REGISTRY/REPOSITORY:TAG DIR",
 		Short: "Extract an image to a directory, verifying every blob first",
 		Long:  imageExtractLong,
 		Example: `  sealfs image extract oci:v1 rootfs/
   sealfs image extract --digest 314681a11bb20115649ae2894391ed414ddb3c8d2fed2dbf00b086b0b62f70fd oci:v1 rootfs/
-  sealfs --json image extract --owners ignore --skip-devices oci:v2 /tmp/v2`,
+  sealfs --json image extract --owners ignore --skip-devices oci:v2 /tmp/v2
+  sealfs image extract --digest HEX registry.example.com/team/rootfs:v1 rootfs/`,
 	}
 	opts.AddFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		opts.JSON = g.JSON
-		if err := runImageExtract(cmd.Context(), opts, args, cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
+		if err := runImageExtract(cmd.Context(), opts, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
 			return &runError{err}
 		}
 		return nil
@@ -82,13 +91,17 @@ type imageExtractResult struct {
 	Warnings []string `json:"warnings"`
 }
 
-func runImageExtract(ctx context.Context, opts *imageExtractOptions, args []string, stdout, stderr io.Writer) error {
+func runImageExtract(ctx context.Context, opts *imageExtractOptions, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := needArgs(args, "OCIDIR:TAG", "DIR"); err != nil {
 		return err
 	}
-	ociDir, tag, err := parseImageRef(args[0])
-	if err != nil {
-		return err
+	remote := registry.IsReference(args[0])
+	var ociDir, tag string
+	if !remote {
+		var err error
+		if ociDir, tag, err = parseImageRef(args[0]); err != nil {
+			return err
+		}
 	}
 	root, err := parseRootDigest(opts.Digest)
 	if err != nil {
@@ -108,8 +121,22 @@ func runImageExtract(ctx context.Context, opts *imageExtractOptions, args []stri
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	im, err := openImageTag(ociDir, tag, root)
-	if err != nil {
+	var im *image.Image
+	if remote {
+		if im, _, err = openRemoteImage(ctx, &opts.imageSourceOptions, args[0], root, stdin); err != nil {
+			return err
+		}
+		// Fetch every chunk into the cache first, several at a time;
+		// the extraction then reads them from there.
+		if opts.Cache != "" {
+			progress, finish := transferProgress(stderr, "fetching")
+			err = im.Prefetch(ctx, opts.Concurrency, progress)
+			finish()
+			if err != nil {
+				return imageError(err, ExitCorrupt)
+			}
+		}
+	} else if im, err = openImageTag(ociDir, tag, root); err != nil {
 		return err
 	}
 	warnings := []string{}

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
+	"github.com/sealfs/sealfs/errs"
 	"github.com/sealfs/sealfs/image"
+	"github.com/sealfs/sealfs/registry"
 	"github.com/spf13/cobra"
 )
 
@@ -17,6 +21,7 @@ func init() {
 // imageLsOptions are the flags of 'image ls' and 'image du'.
 type imageLsOptions struct {
 	JSON bool // the global --json flag
+	imageSourceOptions
 }
 
 const imageLsLong = `List the images of the OCI layout OCIDIR, one line per tag, in index.json
@@ -29,7 +34,15 @@ byte count; --json gives every field in bytes.
 
 The manifests and metadata are read and checked against their sha256
 names; chunks are only measured. Exit status 4 means a manifest or metadata
-blob failed its check, 5 that the layout is malformed or lacks one.`
+blob failed its check, 5 that the layout is malformed or lacks one.
+
+Given a registry repository (REGISTRY/REPOSITORY, every tag) or an image in
+one (REGISTRY/REPOSITORY:TAG or @DIGEST), ls lists those images instead:
+their manifests and metadata are fetched and checked (the metadata is kept
+in the cache, --cache), no chunk is fetched, and stored is the size of the
+blobs the manifest names as the registry holds them. Tags that are not
+PuzzleFS images are listed with a note.
+` + registryFlagsHelp
 
 const imageDuLong = `Show how the blobs of the OCI layout OCIDIR are used: how many blobs and
 bytes are shared by two images or more, unique to one image, and garbage
@@ -45,28 +58,32 @@ Exit status 4 means a manifest or metadata blob failed its sha256 check, 5
 that the layout is malformed or lacks one.`
 
 func newImageLsCommand(g *globalOptions) *cobra.Command {
-	return newImageLsSub(g, "ls OCIDIR", "List the images of a layout with their sizes", imageLsLong,
+	cmd, opts := newImageLsSub(g, "ls OCIDIR|REGISTRY/REPOSITORY[:TAG]", "List the images of a layout or a registry repository with their sizes", imageLsLong,
 		`  sealfs image ls oci
-  sealfs --json image ls oci`, runImageLs)
+  sealfs --json image ls oci
+  sealfs image ls --plain-http 127.0.0.1:5000/rootfs`, runImageLs)
+	opts.imageSourceOptions.AddFlags(cmd.Flags())
+	return cmd
 }
 
 func newImageDuCommand(g *globalOptions) *cobra.Command {
-	return newImageLsSub(g, "du OCIDIR", "Show shared, unique and garbage bytes of a layout", imageDuLong,
+	cmd, _ := newImageLsSub(g, "du OCIDIR", "Show shared, unique and garbage bytes of a layout", imageDuLong,
 		`  sealfs image du oci
   sealfs --json image du oci`, runImageDu)
+	return cmd
 }
 
-func newImageLsSub(g *globalOptions, use, short, long, example string, run func(context.Context, *imageLsOptions, []string, io.Writer) error) *cobra.Command {
+func newImageLsSub(g *globalOptions, use, short, long, example string, run func(context.Context, *imageLsOptions, []string, io.Reader, io.Writer, io.Writer) error) (*cobra.Command, *imageLsOptions) {
 	opts := &imageLsOptions{}
 	cmd := &cobra.Command{Use: use, Short: short, Long: long, Example: example}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		opts.JSON = g.JSON
-		if err := run(cmd.Context(), opts, args, cmd.OutOrStdout()); err != nil {
+		if err := run(cmd.Context(), opts, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
 			return &runError{err}
 		}
 		return nil
 	}
-	return cmd
+	return cmd, opts
 }
 
 // imageLsUsage opens OCIDIR and accounts for its blobs.
@@ -98,6 +115,8 @@ type imageLsTag struct {
 	StoredBytes  int64  `json:"stored_bytes"`
 	UniqueBytes  int64  `json:"unique_bytes"`
 	Missing      int    `json:"missing"`
+	// Note says why a registry tag is not described (not a PuzzleFS image).
+	Note string `json:"note,omitempty"`
 }
 
 func imageLsTags(u *image.Usage) []imageLsTag {
@@ -119,7 +138,10 @@ func imageLsTagName(tag string) string {
 	return tag
 }
 
-func runImageLs(_ context.Context, opts *imageLsOptions, args []string, stdout io.Writer) error {
+func runImageLs(ctx context.Context, opts *imageLsOptions, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 1 && registry.IsReference(args[0]) {
+		return runImageLsRemote(ctx, opts, args[0], stdin, stdout)
+	}
 	u, err := imageLsUsage(args)
 	if err != nil {
 		return err
@@ -148,7 +170,7 @@ type imageDuSet struct {
 	Bytes int64 `json:"bytes"`
 }
 
-func runImageDu(_ context.Context, opts *imageLsOptions, args []string, stdout io.Writer) error {
+func runImageDu(_ context.Context, opts *imageLsOptions, args []string, _ io.Reader, stdout, _ io.Writer) error {
 	u, err := imageLsUsage(args)
 	if err != nil {
 		return err
@@ -194,4 +216,66 @@ func imageLsBytes(n int64) string {
 		return imageBytes(n)
 	}
 	return fmt.Sprintf("%s (%d B)", imageBytes(n), n)
+}
+
+// runImageLsRemote lists the images of a registry repository (every tag)
+// or one image in it, from their manifests and metadata.
+func runImageLsRemote(ctx context.Context, opts *imageLsOptions, arg string, stdin io.Reader, stdout io.Writer) error {
+	ref, err := parseRegistryRef(arg, false)
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	repo, err := opts.open(ref, stdin)
+	if err != nil {
+		return err
+	}
+	refs := []string{ref.Manifest()}
+	if ref.Manifest() == "" {
+		if refs, err = repo.Tags(ctx); err != nil {
+			return imageError(err, ExitRegistryNotFound)
+		}
+	}
+	remote, err := image.NewRemote(repo, &image.RemoteOptions{CacheDir: opts.Cache})
+	if err != nil {
+		return withCode(ExitError, err)
+	}
+	tags := []imageLsTag{}
+	for _, r := range refs {
+		im, err := image.OpenImageFrom(ctx, remote, r, nil)
+		if errors.Is(err, errs.ErrUnsupported) && ref.Manifest() == "" {
+			// Another kind of artifact shares the repository.
+			tags = append(tags, imageLsTag{Tag: r, Note: "not a PuzzleFS image"})
+			continue
+		}
+		if err != nil {
+			return imageError(err, ExitRegistryNotFound)
+		}
+		u, err := im.Usage()
+		if err != nil {
+			return imageError(err, ExitCorrupt)
+		}
+		tags = append(tags, imageLsTag{
+			Tag: r, Manifest: u.Manifest.OCI(), RootfsSize: u.RootfsSize, Files: u.Files,
+			LogicalBytes: u.LogicalBytes, Chunks: u.Chunks, StoredBytes: u.StoredBytes,
+		})
+	}
+	if opts.JSON {
+		return writeJSON(stdout, struct {
+			Repository string       `json:"repository"`
+			Tags       []imageLsTag `json:"tags"`
+		}{ref.Name(), tags})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TAG\tMANIFEST\tFILES\tLOGICAL\tSTORED")
+	for _, t := range tags {
+		if t.Note != "" {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t(%s)\n", t.Tag, t.Note)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.Tag, strings.TrimPrefix(t.Manifest, "sha256:")[:12], t.Files, imageLsBytes(int64(t.LogicalBytes)), imageLsBytes(t.StoredBytes))
+	}
+	return tw.Flush()
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealfs/sealfs/image"
 	"github.com/sealfs/sealfs/image/fusefs"
+	"github.com/sealfs/sealfs/registry"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -42,6 +43,7 @@ type imageMountOptions struct {
 	Debug      bool
 	Log        string
 	ReadyFD    int // background server: fd to report "ok" or the error on; -1 if none
+	imageSourceOptions
 }
 
 func (o *imageMountOptions) AddFlags(fs *pflag.FlagSet) {
@@ -52,6 +54,7 @@ func (o *imageMountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Log, "log", "", "append the server's messages (read failures, --debug) to `FILE` (default: stderr with --foreground, else discarded)")
 	fs.IntVar(&o.ReadyFD, imageMountReadyFlag, -1, "")
 	_ = fs.MarkHidden(imageMountReadyFlag)
+	o.imageSourceOptions.AddFlags(fs)
 }
 
 const imageMountLong = `Mount image OCIDIR:TAG read-only on the directory MOUNTPOINT with FUSE,
@@ -73,22 +76,34 @@ owners, device numbers, symlinks and extended attributes; times are the
 epoch, as the format records none. The kernel checks permissions against
 the stored modes and owners. Writes fail with EROFS. /proc/mounts lists it
 as type fuse.sealfs, source OCIDIR:TAG. Mounting needs /dev/fuse and
-fusermount3 (Debian package fuse3).`
+fusermount3 (Debian package fuse3).
+
+The image may be in a registry (REGISTRY/REPOSITORY:TAG or @DIGEST): the
+mount is then lazy. The manifest and the metadata are fetched and checked
+at mount time; each chunk is fetched whole from the registry the first time
+a read needs it, checked (sha256, and the fs-verity chain with --digest)
+before any byte of it is returned, and kept in the cache directory
+(--cache), where later mounts, extracts and pulls find it. A chunk that
+fails its check, or cannot be fetched, is EIO for the reads that need it
+and is never cached. Without --digest, the image is whatever the registry
+says the tag is.
+` + registryFlagsHelp
 
 func newImageMountCommand(g *globalOptions) *cobra.Command {
 	opts := &imageMountOptions{}
 	cmd := &cobra.Command{
-		Use:   "mount OCIDIR:TAG MOUNTPOINT",
+		Use:   "mount OCIDIR:TAG|REGISTRY/REPOSITORY:TAG MOUNTPOINT",
 		Short: "Mount a PuzzleFS image read-only (FUSE), every read verified",
 		Long:  imageMountLong,
 		Example: `  sealfs image mount --digest HEX oci:v1 /mnt/v1
   sealfs image mount --log /var/log/sealfs-v2.log oci:v2 /mnt/v2
   sealfs image mount --foreground --debug oci:v1 /mnt/v1
+  sealfs image mount --digest HEX --cache /var/cache/sealfs registry.example.com/team/rootfs:v1 /mnt/v1
   sealfs image umount /mnt/v1`,
 	}
 	opts.AddFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return asRunError(runImageMount(cmd.Context(), opts, args, cmd.OutOrStdout(), cmd.ErrOrStderr()))
+		return asRunError(runImageMount(cmd.Context(), opts, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 	}
 	return cmd
 }
@@ -115,13 +130,31 @@ func runImageUmount(args []string) error {
 	return withCode(ExitError, fusefs.Unmount(args[0]))
 }
 
-func runImageMount(ctx context.Context, o *imageMountOptions, args []string, stdout, stderr io.Writer) error {
+func runImageMount(ctx context.Context, o *imageMountOptions, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := needArgs(args, "OCIDIR:TAG", "MOUNTPOINT"); err != nil {
 		return err
 	}
-	dir, tag, err := parseImageRef(args[0])
-	if err != nil {
-		return err
+	src := args[0]
+	if registry.IsReference(src) {
+		if _, err := parseRegistryRef(src, true); err != nil {
+			return err
+		}
+		if o.Cache != "" {
+			cache, err := filepath.Abs(o.Cache)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			o.Cache = cache
+		}
+	} else {
+		dir, tag, err := parseImageRef(src)
+		if err != nil {
+			return err
+		}
+		if dir, err = filepath.Abs(dir); err != nil {
+			return withCode(ExitError, err)
+		}
+		src = dir + ":" + tag
 	}
 	root, err := parseRootDigest(o.Digest)
 	if err != nil {
@@ -129,9 +162,6 @@ func runImageMount(ctx context.Context, o *imageMountOptions, args []string, std
 	}
 	if o.ReadyFD >= 0 && !o.Foreground {
 		return usageErrorf("--%s is for the background server, with --foreground", imageMountReadyFlag)
-	}
-	if dir, err = filepath.Abs(dir); err != nil {
-		return withCode(ExitError, err)
 	}
 	mnt, err := filepath.Abs(args[1])
 	if err != nil {
@@ -141,11 +171,11 @@ func runImageMount(ctx context.Context, o *imageMountOptions, args []string, std
 		ctx = context.Background()
 	}
 	if o.Foreground {
-		return imageMountServe(ctx, o, dir, tag, root, mnt, stdout, stderr)
+		return imageMountServe(ctx, o, src, root, mnt, stdin, stdout, stderr)
 	}
 	// Check everything the server would, so that mistakes get their exit
 	// code here, before a process is started; the server checks again.
-	if _, err := openImageTag(dir, tag, root); err != nil {
+	if _, err := openMountImage(ctx, o, src, root, stdin); err != nil {
 		return err
 	}
 	if err := imageMountCheckDir(mnt); err != nil {
@@ -155,7 +185,21 @@ func runImageMount(ctx context.Context, o *imageMountOptions, args []string, std
 	if err != nil {
 		return withCode(ExitError, fmt.Errorf("finding this program to start the server: %w", err))
 	}
-	return imageMountBackground(o, exe, dir+":"+tag, mnt, imageMountReadyTimeout)
+	return imageMountBackground(o, exe, src, mnt, imageMountReadyTimeout)
+}
+
+// openMountImage opens what a mount shows: OCIDIR:TAG (OCIDIR absolute)
+// or a registry reference, read lazily through the cache.
+func openMountImage(ctx context.Context, o *imageMountOptions, src string, root *image.Digest, stdin io.Reader) (*image.Image, error) {
+	if registry.IsReference(src) {
+		im, _, err := openRemoteImage(ctx, &o.imageSourceOptions, src, root, stdin)
+		return im, err
+	}
+	dir, tag, err := parseImageRef(src)
+	if err != nil {
+		return nil, err
+	}
+	return openImageTag(dir, tag, root)
 }
 
 func imageMountCheckDir(mnt string) error {
@@ -171,7 +215,7 @@ func imageMountCheckDir(mnt string) error {
 
 // imageMountServe is --foreground: open, mount, report readiness, serve
 // until the mount goes away or a signal asks to unmount.
-func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string, root *image.Digest, mnt string, stdout, stderr io.Writer) (err error) {
+func imageMountServe(ctx context.Context, o *imageMountOptions, src string, root *image.Digest, mnt string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	var ready *os.File
 	if o.ReadyFD >= 0 {
 		ready = os.NewFile(uintptr(o.ReadyFD), "ready")
@@ -207,7 +251,7 @@ func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string,
 		defer f.Close()
 		logTo = f
 	}
-	im, err := openImageTag(dir, tag, root)
+	im, err := openMountImage(ctx, o, src, root, stdin)
 	if err != nil {
 		return err
 	}
@@ -215,7 +259,7 @@ func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string,
 		return err
 	}
 	srv, err := fusefs.Mount(im, mnt, fusefs.Options{
-		FsName:     dir + ":" + tag,
+		FsName:     src,
 		Name:       fusefs.DefaultName,
 		AllowOther: o.AllowOther,
 		Debug:      o.Debug,
@@ -233,7 +277,7 @@ func imageMountServe(ctx context.Context, o *imageMountOptions, dir, tag string,
 			return errors.Join(fmt.Errorf("reporting readiness: %w", werr), srv.Unmount())
 		}
 	} else {
-		fmt.Fprintf(stdout, "mounted %s:%s on %s (read-only); stop with Ctrl-C or 'sealfs image umount %s'\n", dir, tag, mnt, mnt)
+		fmt.Fprintf(stdout, "mounted %s on %s (read-only); stop with Ctrl-C or 'sealfs image umount %s'\n", src, mnt, mnt)
 	}
 
 	done := make(chan struct{})
@@ -273,6 +317,10 @@ func imageMountBackground(o *imageMountOptions, exe, ref, mnt string, timeout ti
 	if o.Debug {
 		args = append(args, "--debug")
 	}
+	if registry.IsReference(ref) {
+		args = append(args, o.registryOptions.args()...)
+		args = append(args, "--cache="+o.Cache)
+	}
 	args = append(args, "--", ref, mnt)
 
 	// The server's stderr: the log file, opened here so that a bad path
@@ -295,6 +343,10 @@ func imageMountBackground(o *imageMountOptions, exe, ref, mnt string, timeout ti
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if logFile != nil {
 		cmd.Stderr = logFile
+	}
+	if o.password != "" {
+		// The password travels on the server's stdin, never in its argv.
+		cmd.Stdin = strings.NewReader(o.password + "\n")
 	}
 	err = cmd.Start()
 	w.Close()

@@ -24,6 +24,12 @@ const (
 	ExitIOBlockSize    = 8  // device block size exceeds the image's IO block
 	ExitRollback       = 9  // root digest or update counter not as expected
 	ExitNoSpace        = 10 // the change does not fit; the image is unchanged
+
+	// Registry failures (image push/pull/extract/mount/ls, blob push/pull).
+	ExitUnauthorized     = 11 // the registry wants (other) credentials
+	ExitRegistryNotFound = 12 // no such repository, tag, manifest or blob in the registry
+	ExitDigestMismatch   = 13 // the registry served bytes that are not what was named
+	ExitNetwork          = 14 // the registry cannot be reached or spoken to
 )
 
 // codedError carries an exit code chosen where the meaning of a failure is
@@ -61,6 +67,8 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case registryExitCode(err) != 0:
+		return registryExitCode(err)
 	case errors.Is(err, cocoonfs.ErrWrongKey):
 		return ExitWrongKey
 	case errors.Is(err, cocoonfs.ErrAuthentication):

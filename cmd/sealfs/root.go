@@ -48,6 +48,10 @@ const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    8  device block size larger than the image's IO block (read-write opens; --force)
    9  root digest or update counter not as expected (--expect-root, --min-counter)
   10  not enough space; the image is unchanged
+  11  registry: unauthorized (no or wrong credentials)
+  12  registry: no such repository, tag or blob
+  13  registry: digest mismatch (it served other bytes than those named)
+  14  registry: unreachable (connection, DNS, TLS, timeout, server error)
 `
 
 func newRootCommand(g *globalOptions) *cobra.Command {

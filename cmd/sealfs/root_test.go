@@ -83,6 +83,8 @@ var exitABI = map[string]int{
 	"ExitAuthentication": ExitAuthentication, "ExitCorrupt": ExitCorrupt, "ExitNotFound": ExitNotFound,
 	"ExitNotFormatted": ExitNotFormatted, "ExitIOBlockSize": ExitIOBlockSize,
 	"ExitRollback": ExitRollback, "ExitNoSpace": ExitNoSpace,
+	"ExitUnauthorized": ExitUnauthorized, "ExitRegistryNotFound": ExitRegistryNotFound,
+	"ExitDigestMismatch": ExitDigestMismatch, "ExitNetwork": ExitNetwork,
 }
 
 func TestExitCodesDocumented(t *testing.T) {
@@ -90,6 +92,7 @@ func TestExitCodesDocumented(t *testing.T) {
 		"ExitOK": 0, "ExitError": 1, "ExitUsage": 2, "ExitWrongKey": 3, "ExitAuthentication": 4,
 		"ExitCorrupt": 5, "ExitNotFound": 6, "ExitNotFormatted": 7, "ExitIOBlockSize": 8,
 		"ExitRollback": 9, "ExitNoSpace": 10,
+		"ExitUnauthorized": 11, "ExitRegistryNotFound": 12, "ExitDigestMismatch": 13, "ExitNetwork": 14,
 	}
 	for name, code := range exitABI {
 		if frozen[name] != code {
