@@ -451,6 +451,9 @@ func ptrTo[T any](v T) *T { return &v }
 // location) that then succeeds, or hold a complete filesystem that opens
 // and verifies. Identical media are checked once.
 func TestFormatMkfsInfoCrash(t *testing.T) {
+	if raceDetector {
+		t.Skip("single-threaded and exhaustive: make test runs it without -race (go test -run TestFormatMkfsInfoCrash ./cocoonfs)")
+	}
 	start := vectorBytes(t, v08)
 	fd := blockdev.NewFaulty(blockdev.NewMemoryFrom(start, 512))
 	if _, err := FormatMkfsInfo(fd, vectorKey, false); err != nil {
