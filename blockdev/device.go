@@ -53,6 +53,15 @@ type Resizer interface {
 	Resize(size int64) error
 }
 
+// WritebackStarter is implemented by devices that can start writing a
+// range back to stable storage without waiting for it: a hint that lets a
+// long stream of writes reach the disk while more are being prepared, so
+// the Sync that ends them has less left to wait for. It is not a barrier
+// and promises nothing; only Sync does.
+type WritebackStarter interface {
+	StartWriteback(off, length int64)
+}
+
 // Trimmer is implemented by devices that can discard a range. The contents
 // of a trimmed range are unspecified afterwards (they may read as zeros, as
 // the old data, or as anything else), so formats trim only space they have

@@ -43,11 +43,12 @@ type File struct {
 }
 
 var (
-	_ Device         = (*File)(nil)
-	_ ReadOnlyDevice = (*File)(nil)
-	_ Resizer        = (*File)(nil)
-	_ Trimmer        = (*File)(nil)
-	_ io.Closer      = (*File)(nil)
+	_ Device           = (*File)(nil)
+	_ ReadOnlyDevice   = (*File)(nil)
+	_ Resizer          = (*File)(nil)
+	_ Trimmer          = (*File)(nil)
+	_ WritebackStarter = (*File)(nil)
+	_ io.Closer        = (*File)(nil)
 )
 
 // OpenFile opens an existing image file or block device.
@@ -220,6 +221,17 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("blockdev: write of %d bytes at offset %d: %w", len(p), off, err)
 	}
 	return n, nil
+}
+
+// StartWriteback implements WritebackStarter (sync_file_range on Linux; a
+// no-op elsewhere). Errors are ignored: it is only a hint.
+func (d *File) StartWriteback(off, length int64) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed || d.readOnly {
+		return
+	}
+	startWriteback(d.f, off, length)
 }
 
 // Sync implements Device with fdatasync where available: it flushes the

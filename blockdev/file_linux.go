@@ -21,6 +21,15 @@ func datasync(f *os.File) error {
 	})
 }
 
+// startWriteback asks the kernel to start writing [off, off+length) back
+// (sync_file_range with SYNC_FILE_RANGE_WRITE), without waiting.
+func startWriteback(f *os.File, off, length int64) {
+	const syncFileRangeWrite = 0x2
+	_ = control(f, func(fd int) error {
+		return syscall.SyncFileRange(fd, off, length, syncFileRangeWrite)
+	})
+}
+
 // punchHole deallocates [off, off+length) while keeping the file size. It
 // returns an error wrapping errors.ErrUnsupported when the file system
 // cannot punch holes, so Trim can fall back to writing zeros.

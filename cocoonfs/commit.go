@@ -131,6 +131,9 @@ func (cs *commitState) dataBlock(pdb uint64) ([]byte, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	if word == 0 {
+		return nil, 0, nil // nothing digested: the digest covers the word and index only
+	}
 	blk := make([]byte, cnt*cs.ab)
 	for i := uint64(0); i < cnt; i++ {
 		if word&(1<<i) == 0 {

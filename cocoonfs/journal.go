@@ -135,7 +135,12 @@ func mergeWrites(r []disk.WriteRecord) []disk.WriteRecord {
 // committed and the new state (res holds both as taken): staging copies and
 // the log tail must not be anyone's data.
 func takeScratch(res *allocator, n, align uint64) (uint64, error) {
-	start, _, ok, err := res.freeRun(0, n, n, align)
+	// Next fit: a commit takes many in a row, and what lies before the
+	// cursor was taken or too small.
+	start, _, ok, err := res.freeRun(res.cursor, n, n, align)
+	if err == nil && !ok && res.cursor > 0 {
+		start, _, ok, err = res.freeRun(0, n, n, align)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -143,6 +148,7 @@ func takeScratch(res *allocator, n, align uint64) (uint64, error) {
 		return 0, fmt.Errorf("cocoonfs: no room for the journal (%d allocation blocks): %w", n, ErrNoSpace)
 	}
 	res.taken.add(disk.Extent{Start: start, Len: n})
+	res.cursor = start + n
 	return start, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
 
@@ -164,25 +165,64 @@ func (w *FileWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// ReadFrom appends everything r yields until EOF.
+// ReadFrom appends everything r yields until EOF. A goroutine reads ahead
+// into two buffers, so reading the input overlaps encrypting it.
 func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
-	var total int64
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return total, werr
+	type piece struct {
+		b   []byte
+		err error
+	}
+	const chunk = 1 << 20
+	free := make(chan []byte, 2)
+	full := make(chan piece, 2)
+	stop := make(chan struct{})
+	free <- make([]byte, chunk)
+	free <- make([]byte, chunk)
+	go func() {
+		defer close(full)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
 			}
-			total += int64(n)
+			n, err := io.ReadFull(r, b)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			select {
+			case full <- piece{b[:n], err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		if err == io.EOF {
+	}()
+	defer func() {
+		close(stop)
+		for range full { // let the reader finish its last read and exit
+		}
+	}()
+	var total int64
+	for p := range full {
+		if len(p.b) > 0 {
+			if _, err := w.Write(p.b); err != nil {
+				return total, err
+			}
+			total += int64(len(p.b))
+		}
+		if p.err == io.EOF {
 			return total, nil
 		}
-		if err != nil {
-			return total, err
+		if p.err != nil {
+			return total, p.err
 		}
+		free <- p.b[:cap(p.b)]
 	}
+	return total, nil
 }
 
 // Close ends the file: the padding, the zero blocks up to the allocation
@@ -560,6 +600,11 @@ func (s *sealer) seal(j sealJob) error {
 	}
 	if _, err := f.dev.WriteAt(j.data, int64(j.start*ab)); err != nil {
 		return fmt.Errorf("cocoonfs: write %d bytes at %d: %w", len(j.data), j.start*ab, err)
+	}
+	// Let the disk take it now, while the next segments are encrypted:
+	// the commit's barrier then has little left to wait for.
+	if ws, ok := f.dev.(blockdev.WritebackStarter); ok {
+		ws.StartWriteback(int64(j.start*ab), int64(len(j.data)))
 	}
 	return nil
 }
