@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -135,10 +136,29 @@ func (r *File) Close() error { return nil }
 
 // readCT returns the authenticated ciphertext bytes [from, to) of the file.
 func (f *FS) readCT(s *fileSnapshot, from, to uint64) ([]byte, error) {
+	return f.readCTInto(s, from, to, nil)
+}
+
+// readCTInto is readCT reusing buf when the range lies in one extent and
+// buf holds its data blocks: the result is then a slice of buf, with no
+// copy.
+func (f *FS) readCTInto(s *fileSnapshot, from, to uint64, buf []byte) ([]byte, error) {
 	if from > to || to > s.ctLen {
 		return nil, fmt.Errorf("BUG: ciphertext range %d-%d outside the file's %d bytes", from, to, s.ctLen)
 	}
 	ab := f.layout.AllocBlockSize()
+	if buf != nil {
+		i, _ := slices.BinarySearch(s.ends, from+1)
+		if i < len(s.ends) && to <= s.ends[i] {
+			begin := s.ends[i] - s.extents[i].Len*ab
+			lo, hi := from-begin, to-begin
+			b, err := f.authReadInto(s.extents[i].Start+lo/ab, (hi+ab-1)/ab-lo/ab, buf)
+			if err != nil {
+				return nil, err
+			}
+			return b[lo%ab : lo%ab+(hi-lo)], nil
+		}
+	}
 	out := make([]byte, 0, to-from)
 	var begin uint64
 	for i, x := range s.extents {
@@ -336,29 +356,45 @@ func (f *FS) streamFile(ino uint64, s *fileSnapshot, w io.Writer) (int64, error)
 	type result struct {
 		pt     []byte // plaintext of the chunk's blocks (first one unchained)
 		lastCT []byte
+		buf    []byte // the buffer pt lies in, back to the pool once written
 		err    error
 		done   chan struct{}
+	}
+	// Each chunk's data blocks fit one buffer (the chunk plus a data block
+	// on either side); a chunk is decrypted in place in it.
+	bufSize := chunk + 2*max(f.layout.AuthTreeDataBlockSize(), f.layout.AllocBlockSize())
+	pool := make(chan []byte, runtime.GOMAXPROCS(0)+2)
+	getBuf := func() []byte {
+		select {
+		case b := <-pool:
+			return b
+		default:
+			return make([]byte, bufSize)
+		}
 	}
 	work := func(i uint64, res *result) {
 		defer close(res.done)
 		from, to := i*chunk, min((i+1)*chunk, plainEnd)
 		to = (to + bs - 1) / bs * bs
-		ct, err := f.readCT(s, from, to)
+		res.buf = getBuf()
+		ct, err := f.readCTInto(s, from, to, res.buf)
 		if err != nil {
 			res.err = err
 			return
 		}
-		res.lastCT = ct[len(ct)-int(bs):]
+		res.lastCT = append([]byte(nil), ct[len(ct)-int(bs):]...)
 		if i == 0 {
-			res.pt = make([]byte, len(ct)-int(bs))
-			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(res.pt, ct[bs:])
+			res.pt = ct[bs:]
+			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(res.pt, res.pt)
 			return
 		}
-		res.pt = make([]byte, len(ct))
-		c.Decrypt(res.pt[:bs], ct[:bs])
+		// The decrypter copies the chaining value, so the first block can
+		// be decrypted in place after the rest.
 		if len(ct) > int(bs) {
-			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(res.pt[bs:], ct[bs:])
+			cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(ct[bs:], ct[bs:])
 		}
+		c.Decrypt(ct[:bs], ct[:bs])
+		res.pt = ct
 	}
 	workers := uint64(runtime.GOMAXPROCS(0))
 	results := make([]*result, chunks)
@@ -403,6 +439,10 @@ func (f *FS) streamFile(ino uint64, s *fileSnapshot, w io.Writer) (int64, error)
 		written += int64(m)
 		if err != nil {
 			return written, &writerError{err}
+		}
+		select {
+		case pool <- res.buf:
+		default:
 		}
 		results[i] = nil
 	}

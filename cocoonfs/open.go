@@ -260,7 +260,16 @@ func (f *FS) readRaw(off, n uint64) ([]byte, error) {
 	if end < off || end > uint64(f.dev.Size()) || end > f.imageAllocBlocks*f.layout.AllocBlockSize() && f.imageAllocBlocks != 0 {
 		return nil, corruptf("read of %d bytes at offset %d beyond the image's end", n, off)
 	}
-	b := make([]byte, n)
+	return f.readRawInto(off, make([]byte, n))
+}
+
+// readRawInto reads len(b) bytes at byte offset off into b, unauthenticated.
+func (f *FS) readRawInto(off uint64, b []byte) ([]byte, error) {
+	n := uint64(len(b))
+	end := off + n
+	if end < off || end > uint64(f.dev.Size()) || end > f.imageAllocBlocks*f.layout.AllocBlockSize() && f.imageAllocBlocks != 0 {
+		return nil, corruptf("read of %d bytes at offset %d beyond the image's end", n, off)
+	}
 	if _, err := f.dev.ReadAt(b, int64(off)); err != nil {
 		return nil, fmt.Errorf("cocoonfs: read %d bytes at %d: %w", n, off, err)
 	}

@@ -10,6 +10,12 @@ import (
 // authenticates every data block they touch against the tree before
 // returning them. The range must not overlap the tree itself.
 func (f *FS) authRead(start, n uint64) ([]byte, error) {
+	return f.authReadInto(start, n, nil)
+}
+
+// authReadInto is authRead reading into buf when it is large enough (the
+// result is then a slice of it), so streaming readers can reuse buffers.
+func (f *FS) authReadInto(start, n uint64, buf []byte) ([]byte, error) {
 	l := f.layout
 	ab := l.AllocBlockSize()
 	if n == 0 || start+n < start || start+n > f.imageAllocBlocks {
@@ -18,7 +24,12 @@ func (f *FS) authRead(start, n uint64) ([]byte, error) {
 	dataLog2 := uint(l.AuthTreeDataBlockLog2)
 	first := start >> dataLog2 << dataLog2
 	end := min((start+n+1<<dataLog2-1)>>dataLog2<<dataLog2, f.imageAllocBlocks)
-	buf, err := f.readRaw(first*ab, (end-first)*ab)
+	var err error
+	if size := (end - first) * ab; uint64(cap(buf)) >= size {
+		buf, err = f.readRawInto(first*ab, buf[:size])
+	} else {
+		buf, err = f.readRaw(first*ab, size)
+	}
 	if err != nil {
 		return nil, err
 	}
