@@ -36,7 +36,7 @@ staticcheck:
 # race detector, which would only slow it tenfold.
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
-	$(GO) test -count=1 -run 'TestCrashHarness|TestFormatMkfsInfoCrash' ./cocoonfs/ ./nvram/
+	$(GO) test -count=1 -run 'TestCrashHarness|TestCrashLargeFiles|TestFormatMkfsInfoCrash' ./cocoonfs/ ./nvram/
 
 ## test-long: the regular suite, the exhaustive tamper sweeps, then longer fuzzing of every target
 test-long: test
