@@ -5,48 +5,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 
 	"github.com/sealfs/sealfs/blockdev"
 )
-
-// memoryOf runs fn and reports the bytes it allocated (garbage included,
-// so the heap can never have grown by more) and the largest growth of the
-// heap in use sampled while it ran.
-func memoryOf(fn func()) (allocated, peak uint64) {
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var m runtime.MemStats
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > before.HeapInuse {
-				peak = max(peak, m.HeapInuse-before.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	fn()
-	close(stop)
-	wg.Wait()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc, peak
-}
 
 // TestVerityBoundedMemory formats and opens a large sparse device whose
 // tree is far bigger than the memory bound, reads and writes blocks across
@@ -105,7 +69,7 @@ func TestVerityBoundedMemory(t *testing.T) {
 			// Blocks spread over the device: ends, group edges, the middle.
 			touched := []int64{0, 1, 127, 128, blocks / 3, blocks / 2, blocks/2 + 1, blocks - 2, blocks - 1}
 			var root []byte
-			allocated, peak := memoryOf(func() {
+			allocated, peak := testutil.MemoryOf(func() {
 				f, err := FormatVerity(context.Background(), data, tree, testMACKey, o)
 				if err != nil {
 					t.Fatal(err)

@@ -6,50 +6,14 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"runtime"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/sealfs/sealfs/merkle"
 )
-
-// memoryOf runs fn and reports the bytes it allocated (garbage included,
-// so the heap can never have grown by more) and the largest growth of the
-// heap in use sampled while it ran.
-func memoryOf(fn func()) (allocated, peak uint64) {
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var m runtime.MemStats
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > before.HeapInuse {
-				peak = max(peak, m.HeapInuse-before.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	fn()
-	close(stop)
-	wg.Wait()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc, peak
-}
 
 // syntheticDelivery is a compressed Type 1 delivery blob of size bytes
 // whose chunks all hold the same bytes, produced as it is read (one zstd
@@ -170,7 +134,7 @@ func TestPutDeliveryBoundedMemory(t *testing.T) {
 	s := newStore(t)
 	var name merkle.Digest
 	var err error
-	allocated, peak := memoryOf(func() { name, err = s.PutDelivery(d) })
+	allocated, peak := testutil.MemoryOf(func() { name, err = s.PutDelivery(d) })
 	if err != nil {
 		t.Fatal(err)
 	}

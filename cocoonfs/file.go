@@ -101,6 +101,16 @@ func (f *FS) resolveFile(ino uint64) (fileSnapshot, error) {
 	return s, nil
 }
 
+// begin takes the committed state for reading (the caller releases it with
+// r.f.mu.RUnlock) and returns the file's location in it.
+func (r *File) begin() (fileSnapshot, error) {
+	r.f.mu.RLock()
+	if r.f.failed != nil {
+		return fileSnapshot{}, r.f.failed
+	}
+	return r.snapshot()
+}
+
 // snapshot returns the file's location in the current committed state,
 // resolving it again if a commit happened since; the caller holds f.mu.
 func (r *File) snapshot() (fileSnapshot, error) {
@@ -118,12 +128,8 @@ func (r *File) snapshot() (fileSnapshot, error) {
 
 // Stat returns the file's inode number, flags and length.
 func (r *File) Stat() (FileInfo, error) {
-	r.f.mu.RLock()
+	s, err := r.begin()
 	defer r.f.mu.RUnlock()
-	if r.f.failed != nil {
-		return FileInfo{}, r.f.failed
-	}
-	s, err := r.snapshot()
 	if err != nil {
 		return FileInfo{}, err
 	}
@@ -240,12 +246,8 @@ func (r *File) ReadAt(p []byte, off int64) (int, error) {
 		return 0, &fs.PathError{Op: "read", Path: fmt.Sprint(r.ino), Err: fs.ErrInvalid}
 	}
 	f := r.f
-	f.mu.RLock()
+	s, err := r.begin()
 	defer f.mu.RUnlock()
-	if f.failed != nil {
-		return 0, f.failed
-	}
-	s, err := r.snapshot()
 	if err != nil {
 		return 0, err
 	}
@@ -314,12 +316,8 @@ func (f *FS) readPlain(ino uint64, s *fileSnapshot, off uint64, p []byte) (int, 
 // number of buffers whatever the file's size.
 func (r *File) WriteTo(w io.Writer) (int64, error) {
 	f := r.f
-	f.mu.RLock()
+	s, err := r.begin()
 	defer f.mu.RUnlock()
-	if f.failed != nil {
-		return 0, f.failed
-	}
-	s, err := r.snapshot()
 	if err != nil {
 		return 0, err
 	}

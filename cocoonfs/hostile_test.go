@@ -2,8 +2,9 @@ package cocoonfs
 
 import (
 	"bytes"
-	"runtime"
 	"testing"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
@@ -17,20 +18,11 @@ const memoryBudget = 256 << 20
 // a header asking for more than it holds must be refused, not obeyed.
 type fixedDevice struct{ blockdev.Device }
 
-// allocated runs fn and returns the bytes it allocated in all.
-func allocated(fn func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // exercise opens dev read-write (formatting a creation info header) and,
 // if that works, lists, reads and verifies: nothing may panic, and all of
 // it together stays within memoryBudget.
 func exercise(t *testing.T, dev blockdev.Device, what string) {
-	n := allocated(func() {
+	n, _ := testutil.MemoryOf(func() {
 		_, _ = ReadHeaderInfo(dev)
 		f, err := Open(dev, txKey, &Options{ReadWrite: true, Force: true})
 		if err != nil {
@@ -122,7 +114,7 @@ func FuzzHostileHeaders(f *testing.F) {
 			}
 			copy(data[disk.MutableHeaderOffset(sh):], enc)
 			dev := fixedDevice{blockdev.NewMemoryFrom(data, 512)}
-			n := allocated(func() {
+			n, _ := testutil.MemoryOf(func() {
 				f, err := Open(dev, vectorKey, nil)
 				if err != nil {
 					return
