@@ -164,3 +164,32 @@ func TestStageAbortAndMisuse(t *testing.T) {
 	}
 	tx.Rollback()
 }
+
+// TestSmallFilesSideBySide: small files written in a row share IO-block-
+// aligned neighbours, not a writer segment (1 MiB) each.
+func TestSmallFilesSideBySide(t *testing.T) {
+	dev := mkfsMem(t, 8<<20, &MkfsOptions{NoRandomizeUnallocated: true})
+	f := openRW(t, dev)
+	tx, _ := f.Begin()
+	for i := uint64(0); i < 50; i++ {
+		if err := tx.WriteFile(100+i, patterned(100, byte(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	io := f.layout.IOBlockSize() / f.layout.AllocBlockSize()
+	var prev uint64
+	for i := uint64(0); i < 50; i++ {
+		e, _, err := f.index.lookup(100 + i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, _, _ := e.Ptr.Decode()
+		if i > 0 && (start <= prev || start-prev > 2*io) {
+			t.Fatalf("inode %d starts at block %d, %d blocks after the previous file", 100+i, start, start-prev)
+		}
+		prev = start
+	}
+}

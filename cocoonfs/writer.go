@@ -77,11 +77,8 @@ func (tx *Tx) Create(ino uint64, flags uint32) (*FileWriter, error) {
 	if tx.done {
 		return nil, ErrTxDone
 	}
-	if err := checkUserInode(ino); err != nil {
+	if err := checkFileArgs(ino, flags); err != nil {
 		return nil, err
-	}
-	if flags&^0xff != 0 {
-		return nil, fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
 	}
 	if w := tx.writers[ino]; w != nil {
 		w.abort(errors.New("cocoonfs: replaced by a later write in the same transaction"))
@@ -90,6 +87,18 @@ func (tx *Tx) Create(ino uint64, flags uint32) (*FileWriter, error) {
 	w := &FileWriter{f: tx.f, tx: tx, ino: ino, file: &txFile{flags: flags}, bs: tx.f.algs.cipher.BlockSize}
 	tx.writers[ino] = w
 	return w, nil
+}
+
+// checkFileArgs refuses reserved inodes and flags outside the application's
+// low 8 bits.
+func checkFileArgs(ino uint64, flags uint32) error {
+	if err := checkUserInode(ino); err != nil {
+		return err
+	}
+	if flags&^0xff != 0 {
+		return fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
+	}
+	return nil
 }
 
 // WriteFile creates or replaces inode ino with data and flags; only the low
@@ -429,14 +438,22 @@ func (f *FS) allocData(tx *Tx, want uint64) (disk.Extent, error) {
 	return disk.Extent{}, fmt.Errorf("image full: %w", ErrNoSpace)
 }
 
-// releaseData gives back blocks allocData handed out.
+// releaseData gives back blocks allocData handed out. When they end where
+// the next search would start (the unfilled tail of a file's last segment),
+// the search starts at them instead, so small files written in a row sit
+// side by side rather than a segment apart.
 func (f *FS) releaseData(tx *Tx, e disk.Extent) {
 	f.allocMu.Lock()
 	defer f.allocMu.Unlock()
+	cursor := &f.stageCursor
 	if tx != nil {
 		tx.al.release(e)
+		cursor = &tx.dataCursor
 	} else {
 		f.staged.remove(e)
+	}
+	if *cursor == e.Start+e.Len {
+		*cursor = e.Start
 	}
 }
 
@@ -451,11 +468,8 @@ func (f *FS) Stage(ino uint64, flags uint32) (*FileWriter, error) {
 	if !f.rw {
 		return nil, ErrReadOnlyFS
 	}
-	if err := checkUserInode(ino); err != nil {
+	if err := checkFileArgs(ino, flags); err != nil {
 		return nil, err
-	}
-	if flags&^0xff != 0 {
-		return nil, fmt.Errorf("cocoonfs: inode %d: flags %#x use reserved bits (only 0xff are for applications): %w", ino, flags, fs.ErrInvalid)
 	}
 	return &FileWriter{f: f, ino: ino, file: &txFile{flags: flags}, bs: f.algs.cipher.BlockSize, staged: true}, nil
 }
