@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sealfs/sealfs/internal/atomicfile"
+
 	"github.com/sealfs/sealfs/nvram"
 )
 
@@ -91,7 +93,7 @@ func Export(s *nvram.Store, dir string) (*ExportResult, error) {
 			}
 			continue
 		}
-		if err := writeFileAtomic(path, entries[i].Data); err != nil {
+		if err := atomicfile.Write(path, entries[i].Data, 0o600); err != nil {
 			return res, fmt.Errorf("tpm: %w", err)
 		}
 		res.Files = append(res.Files, name)
@@ -187,31 +189,6 @@ func readStateFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes: %w", path, MaxStateFile, fs.ErrInvalid)
 	}
 	return b, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path (mode 0600),
-// syncs it and renames it over path.
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".sealfs-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func syncDir(dir string) error {

@@ -9,6 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/sealfs/sealfs/internal/atomicfile"
 
 	"github.com/sealfs/sealfs/blob"
 	"github.com/sealfs/sealfs/blob/delivery"
@@ -225,31 +228,20 @@ func runBlobGet(_ context.Context, opts *blobOptions, args []string, _ io.Reader
 // output: fill writes a temporary file beside path, which is synced and
 // renamed over path only if fill succeeds. OS errors get exit code 1;
 // fill's errors keep their own classification.
-func writeFileAtomicFrom(path string, fill func(io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".sealfs-*")
-	if err != nil {
-		return withCode(ExitError, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = fill(tmp); err != nil {
+func writeFileAtomicFrom(path string, fill func(io.Writer) error) error {
+	var fillErr error
+	err := atomicfile.WriteFrom(path, 0o600, func(w io.Writer) error {
+		fillErr = fill(w)
+		return fillErr
+	})
+	if fillErr != nil {
 		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == tmp.Name() {
-			return withCode(ExitError, err)
+		if errors.As(fillErr, &pe) && strings.HasPrefix(filepath.Base(pe.Path), "."+filepath.Base(path)+".sealfs-") {
+			return withCode(ExitError, fillErr) // writing the temporary file failed
 		}
-		return err
+		return fillErr
 	}
-	if err = tmp.Sync(); err != nil {
-		return withCode(ExitError, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return withCode(ExitError, err)
-	}
-	return withCode(ExitError, os.Rename(tmp.Name(), path))
+	return withCode(ExitError, err)
 }
 
 type blobEntry struct {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/sealfs/sealfs/internal/atomicfile"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -98,25 +98,6 @@ func parseIno(s string) (uint64, error) {
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it and
 // renames it over path, so path never holds a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".sealfs-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, data, 0o600)
 }
