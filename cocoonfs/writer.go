@@ -23,8 +23,13 @@ import (
 
 // segmentBytes is the ciphertext a writer allocates, encrypts and writes at
 // a time: one long device write, and the unit handed between the two
-// goroutines.
-const segmentBytes = 1 << 20
+// goroutines. A file's first segments are smaller (firstSegmentBytes,
+// growing fourfold), so a small file costs neither a megabyte of buffer nor
+// a megabyte-long search for free space.
+const (
+	segmentBytes      = 1 << 20
+	firstSegmentBytes = 16 << 10
+)
 
 // segmentsInFlight bounds the buffers of one writer: one being encrypted,
 // the others being sealed or queued.
@@ -63,6 +68,7 @@ type FileWriter struct {
 	seg   []byte           // ciphertext of the current segment so far
 	ext   disk.Extent      // the current segment's allocation
 	seal  *sealer
+	segs  uint  // segments allocated so far
 	err   error // sticky: a failed writer stays failed
 	ended bool
 	// staged writers only: closed and not yet adopted or aborted.
@@ -181,7 +187,7 @@ func (w *FileWriter) ReadFrom(r io.Reader) (int64, error) {
 		b   []byte
 		err error
 	}
-	const chunk = 1 << 20
+	const chunk = 256 << 10
 	free := make(chan []byte, 2)
 	full := make(chan piece, 2)
 	stop := make(chan struct{})
@@ -324,7 +330,12 @@ func (w *FileWriter) encrypt(p []byte) error {
 
 // nextSegment allocates the next segment and takes a buffer for it.
 func (w *FileWriter) nextSegment() error {
-	e, err := w.f.allocData(w.tx, segmentBytes/w.f.layout.AllocBlockSize())
+	size := uint64(segmentBytes)
+	if w.segs < 3 {
+		size = firstSegmentBytes << (2 * w.segs)
+	}
+	w.segs++
+	e, err := w.f.allocData(w.tx, size/w.f.layout.AllocBlockSize())
 	if err != nil {
 		return fmt.Errorf("cocoonfs: inode %d (%d bytes so far): %w", w.ino, w.file.size, err)
 	}
@@ -334,7 +345,7 @@ func (w *FileWriter) nextSegment() error {
 	} else {
 		w.file.extents = append(w.file.extents, e)
 	}
-	w.seg = w.seal.buffer()
+	w.seg = w.seal.buffer(int(e.Len * w.f.layout.AllocBlockSize()))
 	return nil
 }
 
@@ -546,11 +557,12 @@ func (f *FS) newSealer() *sealer {
 	return s
 }
 
-// buffer returns an empty segment buffer, waiting for one to be free.
-func (s *sealer) buffer() []byte {
+// buffer returns an empty segment buffer of at least size bytes, waiting
+// for one to be free.
+func (s *sealer) buffer(size int) []byte {
 	b := <-s.pool
-	if b == nil {
-		b = make([]byte, 0, segmentBytes)
+	if cap(b) < size {
+		b = make([]byte, 0, size)
 	}
 	return b[:0]
 }
