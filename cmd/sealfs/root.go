@@ -76,7 +76,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	// Declared here so cobra does not claim -v, which stays free.
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
-	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g), newReplayCommand(g))
+	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g), newReplayCommand(g), newMountCommand(g))
 	root.AddCommand(newMerkleCommand(g), newFsverityCommand(g), newDmverityCommand(g))
 	root.AddCommand(newAuxCommand(g))
 	root.AddCommand(newBlobCommand(g))

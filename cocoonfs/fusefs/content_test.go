@@ -82,8 +82,8 @@ func TestContentModel(t *testing.T) {
 	f := newImage(t, 96<<20, map[uint64][]byte{100: pattern(700<<10, 1)})
 	fsys := testFilesystem(f)
 	seeds := 4
-	if testing.Short() {
-		seeds = 2
+	if testing.Short() || raceEnabled {
+		seeds = 1
 	}
 	for seed := range uint64(seeds) {
 		r := rand.New(rand.NewPCG(seed, 99))

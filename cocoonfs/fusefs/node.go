@@ -121,7 +121,7 @@ func (r *rootNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (r *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	var list []fuse.DirEntry
+	list := []fuse.DirEntry{{Name: ".", Ino: 1, Mode: syscall.S_IFDIR}, {Name: "..", Ino: 1, Mode: syscall.S_IFDIR}}
 	seen := map[uint64]bool{}
 	for in, err := range r.fs.fsys.Inodes() {
 		if err != nil {
@@ -147,7 +147,7 @@ func (r *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 		for _, ino := range extra {
 			list = append(list, fuse.DirEntry{Name: strconv.FormatUint(ino, 10), Ino: ino, Mode: syscall.S_IFREG})
 		}
-		slices.SortFunc(list, func(a, b fuse.DirEntry) int { return cmpU64(a.Ino, b.Ino) })
+		slices.SortFunc(list[2:], func(a, b fuse.DirEntry) int { return cmpU64(a.Ino, b.Ino) })
 	}
 	return gofs.NewListDirStream(list), 0
 }
