@@ -108,6 +108,9 @@ func Mount(fsys *cocoonfs.FS, mountpoint string, opts Options) (*Server, error) 
 			Debug:      opts.Debug,
 			Logger:     logger,
 			Options:    mopts,
+			// O_TRUNC reaches Open, so an entry that cannot be read can
+			// still be replaced, and nothing is loaded only to be dropped.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 			// Large requests: one staged-writer segment per write, and
 			// reads big enough to use every core.
 			MaxWrite: 1 << 20,
