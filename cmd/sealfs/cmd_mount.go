@@ -87,11 +87,7 @@ func runMount(ctx context.Context, opts *mountOptions, args []string, stdout, st
 	if err := needArgs(args, "IMAGE", "MOUNTPOINT"); err != nil {
 		return err
 	}
-	img, err := filepath.Abs(args[0])
-	if err != nil {
-		return withCode(ExitError, err)
-	}
-	mnt, err := checkMountpoint(args[1])
+	img, mnt, err := mountPaths(args)
 	if err != nil {
 		return err
 	}
@@ -118,7 +114,7 @@ func runMount(ctx context.Context, opts *mountOptions, args []string, stdout, st
 		Logger:     log.New(logTo, "sealfs: ", log.LstdFlags),
 	})
 	if err != nil {
-		return withCode(ExitError, err)
+		return mountError(err)
 	}
 	mode := "read-write"
 	if opts.ReadOnly {
@@ -133,6 +129,26 @@ func runMount(ctx context.Context, opts *mountOptions, args []string, stdout, st
 		return nil
 	}
 	return reportCommit(stdout, opts.JSON, "unmounted "+mnt, hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
+}
+
+// mountPaths returns the absolute paths of IMAGE and MOUNTPOINT (an
+// existing directory).
+func mountPaths(args []string) (img, mnt string, err error) {
+	if img, err = filepath.Abs(args[0]); err != nil {
+		return "", "", withCode(ExitError, err)
+	}
+	mnt, err = checkMountpoint(args[1])
+	return img, mnt, err
+}
+
+// mountError classifies a failure to mount: a store that cannot be read
+// keeps its code, anything else (FUSE, the mount point) is generic.
+func mountError(err error) error {
+	switch exitCode(err) {
+	case ExitCorrupt, ExitAuthentication:
+		return err
+	}
+	return withCode(ExitError, err)
 }
 
 // checkMountpoint returns the absolute path of an existing directory.

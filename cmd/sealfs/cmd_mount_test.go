@@ -54,8 +54,15 @@ func (s *syncBuf) String() string {
 // is killed and the mount point (if any) detached when the test ends.
 func startServer(t *testing.T, mnt string, args ...string) (*serverProc, string) {
 	t.Helper()
+	return startServerEnv(t, mnt, nil, args...)
+}
+
+// startServerEnv is startServer with more environment variables.
+func startServerEnv(t *testing.T, mnt string, env []string, args ...string) (*serverProc, string) {
+	t.Helper()
 	cmd := exec.Command(sealfsBinary(t), args...)
 	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A pipe of our own rather than StdoutPipe: Wait would close that
 	// one, losing what the server printed before it exited.

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/sealfs/sealfs/cocoonfs"
+	"github.com/sealfs/sealfs/internal/fusemount"
 )
 
 // DefaultName is the mount's subtype: it shows as type "fuse.cocoonfs".
@@ -103,7 +103,7 @@ func Mount(fsys *cocoonfs.FS, mountpoint string, opts Options) (*Server, error) 
 	srv, err := gofs.Mount(mountpoint, root, &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: opts.AllowOther,
-			FsName:     MountSource(cmp.Or(opts.FsName, DefaultName)),
+			FsName:     fusemount.Source(cmp.Or(opts.FsName, DefaultName)),
 			Name:       cmp.Or(opts.Name, DefaultName),
 			Debug:      opts.Debug,
 			Logger:     logger,
@@ -132,13 +132,6 @@ func Mount(fsys *cocoonfs.FS, mountpoint string, opts Options) (*Server, error) 
 		close(s.done)
 	}()
 	return s, nil
-}
-
-// MountSource turns a name into a mount source fusermount3 accepts (its
-// options are comma-separated): commas become underscores. It is what
-// /proc/self/mountinfo then shows as the source.
-func MountSource(name string) string {
-	return strings.ReplaceAll(name, ",", "_")
 }
 
 // Mountpoint returns the path the image is mounted on.

@@ -104,6 +104,11 @@ func WithSource(fstype, source string) ([]string, error) {
 	return out, nil
 }
 
+// Source turns a name (an image's path) into a mount source fusermount3
+// accepts, since it separates its options by commas: commas become
+// underscores. /proc/self/mountinfo shows the result.
+func Source(name string) string { return strings.ReplaceAll(name, ",", "_") }
+
 // Resolve makes mountpoint absolute, resolving symbolic links in its
 // parent but not in the mount point itself: a dead server makes any stat
 // of the mount point fail.

@@ -18,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/sealfs/sealfs/cocoonfs"
+	"github.com/sealfs/sealfs/internal/fusemount"
 	"github.com/sealfs/sealfs/nvram"
 )
 
@@ -109,7 +110,7 @@ func Mount(fsys *cocoonfs.FS, mountpoint string, opts Options) (*Server, error) 
 	srv, err := gofs.Mount(mountpoint, &rootNode{fs: f}, &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: opts.AllowOther,
-			FsName:     strings.ReplaceAll(cmp.Or(opts.FsName, DefaultName), ",", "_"),
+			FsName:     fusemount.Source(cmp.Or(opts.FsName, DefaultName)),
 			Name:       cmp.Or(opts.Name, DefaultName),
 			Debug:      opts.Debug,
 			Logger:     logger,
