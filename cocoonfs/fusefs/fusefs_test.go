@@ -646,3 +646,32 @@ func TestLazyUnmountCommits(t *testing.T) {
 func execCommand(name string, args ...string) ([]byte, error) {
 	return exec.Command(name, args...).CombinedOutput()
 }
+
+// TestNoSpace: a file that does not fit fails its writes or its close with
+// ENOSPC; the image keeps the old contents and verifies.
+func TestNoSpace(t *testing.T) {
+	f := newImage(t, 8<<20, map[uint64][]byte{20: []byte("old contents")})
+	m := mountFS(t, f, Options{})
+	fh, err := os.OpenFile(m.path("20"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := pattern(1<<20, 1)
+	for i := 0; i < 16 && err == nil; i++ {
+		_, err = fh.Write(chunk)
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing 16 MiB into an 8 MiB image: %v, want ENOSPC", err)
+	}
+	if got := mustRead(t, f, 20); string(got) != "old contents" {
+		t.Fatalf("inode 20 holds %d bytes after the failed write", len(got))
+	}
+	checkImage(t, f)
+	// The space is free again.
+	if err := os.WriteFile(m.path("21"), pattern(3<<20, 2), 0o600); err != nil {
+		t.Fatalf("after the failure: %v", err)
+	}
+}
