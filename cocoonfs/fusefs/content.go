@@ -27,8 +27,7 @@ import (
 const (
 	pageSize = 4096
 	// streamAfter is how many appended bytes a file keeps in memory before
-	// it moves to a staged writer; smaller files are written inside their
-	// commit's transaction without one.
+	// it moves to a staged writer; smaller files are staged when committed.
 	streamAfter = 256 << 10
 	// maxDirty bounds the dirty pages of one file.
 	maxDirty = 8 << 20
@@ -366,21 +365,6 @@ func (c *content) consolidate(keepOpen bool) error {
 	}
 	c.setStagedBase(w)
 	return nil
-}
-
-// smallEnough reports whether the file is best written inside its commit's
-// transaction rather than staged first.
-func (c *content) smallEnough() bool {
-	return c.stream == nil && c.baseKind != baseStaged && c.size <= streamAfter
-}
-
-// writeTo writes the whole file to w (a transaction's writer, for small
-// files).
-func (c *content) writeTo(w *cocoonfs.FileWriter) error {
-	if c.err != nil {
-		return c.err
-	}
-	return c.copyInto(w)
 }
 
 // materialize returns a closed staged writer holding the whole file,

@@ -52,8 +52,9 @@
 // overlay: 4 KiB dirty pages over the base (the committed file, or a
 // closed staged copy, read back verified). At most 8 MiB of pages are kept
 // per file; beyond that the merged file is written into a new staged copy
-// that becomes the base, and appends stream again. Small files (256 KiB or
-// less) are written inside their commit's transaction. So memory is
+// that becomes the base, and appends stream again. At a commit the file's
+// staged copy is made (if the changes are not one already) and adopted by
+// a short transaction. So memory is
 // bounded by the files open — at most 8 MiB of pages plus a staged
 // writer's three 1 MiB segment buffers each — never by their size, and
 // nothing but ciphertext in the image's own free space is ever written
