@@ -41,6 +41,8 @@ mkdir "$mnt"
 cd "$work"
 
 now() { date +%s.%N; }
+# sub T1 T0 prints T1 - T0.
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 dropcaches() { [ "$(id -u)" -eq 0 ] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 # best SECONDS... prints the smallest
 best() { printf '%s\n' "$@" | sort -g | head -1; }
@@ -55,10 +57,10 @@ head -c "$((size << 20))" /dev/urandom >big
 cmd_w=() cmd_r=()
 for _ in $(seq "$runs"); do
 	t0=$(now); "$SEALFS" write disk.img 100 big >/dev/null; t1=$(now)
-	cmd_w+=("$(echo "$t1 - $t0" | bc)")
+	cmd_w+=("$(sub "$t1" "$t0")")
 	dropcaches
 	t0=$(now); "$SEALFS" read disk.img 100 -o /dev/null; t1=$(now)
-	cmd_r+=("$(echo "$t1 - $t0" | bc)")
+	cmd_r+=("$(sub "$t1" "$t0")")
 done
 
 mount_serve() {
@@ -82,11 +84,11 @@ mount_serve
 m_w=() m_r=()
 for _ in $(seq "$runs"); do
 	t0=$(now); dd if=big of="$mnt/101" bs=1M status=none; t1=$(now)
-	m_w+=("$(echo "$t1 - $t0" | bc)")
+	m_w+=("$(sub "$t1" "$t0")")
 	cmp -s big "$mnt/101" || { echo "mount.sh: the file read back differs" >&2; exit 1; }
 	dropcaches
 	t0=$(now); dd if="$mnt/100" of=/dev/null bs=1M status=none; t1=$(now)
-	m_r+=("$(echo "$t1 - $t0" | bc)")
+	m_r+=("$(sub "$t1" "$t0")")
 done
 
 # Small files: bash's printf writes without a fork; the redirection's close
@@ -103,7 +105,7 @@ small_files() {
 	t1=$(now)
 	n=$(ls "$mnt" | wc -l)
 	[ "$n" -eq $((small + $1)) ] || { echo "mount.sh: $n files in the mount, want $((small + $1))" >&2; exit 1; }
-	echo "$t1 - $t0" | bc
+	sub "$t1" "$t0"
 }
 small_full=$(small_files 2)
 rss=$(awk '/VmHWM/ { print $2 }' "/proc/$server/status")

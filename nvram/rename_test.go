@@ -3,6 +3,7 @@ package nvram
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"testing"
 )
@@ -61,4 +62,63 @@ func TestRename(t *testing.T) {
 	if err := d.Rename("moved", "moved"); err != nil || !d.Has("moved") {
 		t.Errorf("rename to itself: %v", err)
 	}
+}
+
+// FuzzDirectoryRename: renaming any entry of any directory that parses, to
+// any name, either is refused (an invalid name: fs.ErrInvalid) or leaves a
+// directory that encodes and parses back with the entry under its new name,
+// its type, size, attributes and usability unchanged, and no entry lost
+// but the one it replaced.
+func FuzzDirectoryRename(f *testing.F) {
+	f.Add(foreignDir, "moved")
+	f.Add(foreignDir, "future")
+	f.Add(foreignDir, "")
+	f.Add(NewDirectory().Encode(), "x")
+	f.Fuzz(func(t *testing.T, raw []byte, newName string) {
+		d, err := ParseDirectory(raw)
+		if err != nil {
+			return
+		}
+		list := d.List()
+		if len(list) == 0 || list[0].Name == "" {
+			return
+		}
+		src := list[0]
+		replaced := d.Has(newName) && newName != src.Name
+		n := d.Len()
+		err = d.Rename(src.Name, newName)
+		if err != nil {
+			if !errors.Is(err, fs.ErrInvalid) {
+				t.Fatalf("Rename(%q, %q): %v", src.Name, newName, err)
+			}
+			return
+		}
+		d2, err := ParseDirectory(d.Encode())
+		if err != nil {
+			t.Fatalf("renamed directory does not parse: %v", err)
+		}
+		want := n
+		if replaced {
+			want--
+		}
+		if d2.Len() != want {
+			t.Fatalf("%d entries after the rename, want %d", d2.Len(), want)
+		}
+		var got *Info
+		for _, in := range d2.List() {
+			if in.Name == newName {
+				got = &in
+			}
+		}
+		if got == nil {
+			t.Fatalf("no entry named %q after the rename", newName)
+		}
+		if got.Type != src.Type || got.Size != src.Size || (got.Err == nil) != (src.Err == nil) ||
+			fmt.Sprint(got.Mandatory, got.Optional) != fmt.Sprint(src.Mandatory, src.Optional) {
+			t.Fatalf("renamed entry %+v, was %+v", *got, src)
+		}
+		if newName != src.Name && d2.Has(src.Name) {
+			t.Fatalf("old name %q still there", src.Name)
+		}
+	})
 }
