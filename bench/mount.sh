@@ -11,7 +11,7 @@
 # Usage: bench/mount.sh [SIZE_MIB] [SMALL_FILES]
 #   SIZE_MIB     the large file's size in MiB (default 256)
 #   SMALL_FILES  how many small files (default 1000)
-# Environment: RUNS (default 3), SEALFS=PATH to use that binary instead of
+# Environment: RUNS (default 5), SEALFS=PATH to use that binary instead of
 # building bin/sealfs, TMPDIR for where the image goes (it needs about
 # 3 x SIZE_MIB).
 set -euo pipefail
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-256}
 small=${2:-1000}
-runs=${RUNS:-3}
+runs=${RUNS:-5}
 if [ -z "${SEALFS:-}" ]; then
 	make -s build
 	SEALFS=$PWD/bin/sealfs
@@ -49,22 +49,16 @@ best() { printf '%s\n' "$@" | sort -g | head -1; }
 mibps() { awk -v s="$size" -v t="$1" 'BEGIN { printf "%.0f", s / t }'; }
 
 img_mib=$((size * 3 + 64))
+# One image for the commands, one for the mount, so that the two are
+# measured in turns (the load of a shared machine changes by the minute).
 "$SEALFS" mkfs disk.img --size "${img_mib}M" --io-block 4K --gen-key disk.key >/dev/null
+"$SEALFS" mkfs mnt.img --size "${img_mib}M" --io-block 4K --key-file disk.key >/dev/null
 export SEALFS_KEY_FILE=$work/disk.key
 head -c "$((size << 20))" /dev/urandom >big
 
-# One journaled transaction each, streamed: the reference.
-cmd_w=() cmd_r=()
-for _ in $(seq "$runs"); do
-	t0=$(now); "$SEALFS" write disk.img 100 big >/dev/null; t1=$(now)
-	cmd_w+=("$(sub "$t1" "$t0")")
-	dropcaches
-	t0=$(now); "$SEALFS" read disk.img 100 -o /dev/null; t1=$(now)
-	cmd_r+=("$(sub "$t1" "$t0")")
-done
-
 mount_serve() {
-	"$SEALFS" mount disk.img "$mnt" >"$work/mount.out" 2>"$work/mount.err" &
+	: >"$work/mount.out"
+	"$SEALFS" mount "$1" "$mnt" >"$work/mount.out" 2>"$work/mount.err" &
 	server=$!
 	for _ in $(seq 200); do
 		grep -q '^mounted' "$work/mount.out" 2>/dev/null && return
@@ -80,16 +74,24 @@ mount_stop() {
 	server=
 }
 
-mount_serve
-m_w=() m_r=()
+mount_serve mnt.img
+cmd_w=() cmd_r=() m_w=() m_r=()
 for _ in $(seq "$runs"); do
-	t0=$(now); dd if=big of="$mnt/101" bs=1M status=none; t1=$(now)
+	# One journaled transaction, streamed: the reference.
+	t0=$(now); "$SEALFS" write disk.img 100 big >/dev/null; t1=$(now)
+	cmd_w+=("$(sub "$t1" "$t0")")
+	# The same through the mount; the close commits.
+	t0=$(now); dd if=big of="$mnt/100" bs=1M status=none; t1=$(now)
 	m_w+=("$(sub "$t1" "$t0")")
-	cmp -s big "$mnt/101" || { echo "mount.sh: the file read back differs" >&2; exit 1; }
+	dropcaches
+	t0=$(now); "$SEALFS" read disk.img 100 -o /dev/null; t1=$(now)
+	cmd_r+=("$(sub "$t1" "$t0")")
 	dropcaches
 	t0=$(now); dd if="$mnt/100" of=/dev/null bs=1M status=none; t1=$(now)
 	m_r+=("$(sub "$t1" "$t0")")
 done
+cmp -s big "$mnt/100" || { echo "mount.sh: the file read back differs" >&2; exit 1; }
+dd if=big of="$mnt/101" bs=1M status=none
 
 # Small files: bash's printf writes without a fork; the redirection's close
 # commits each file. On this image (the large files take most of it) and on
@@ -110,13 +112,13 @@ small_files() {
 small_full=$(small_files 2)
 rss=$(awk '/VmHWM/ { print $2 }' "/proc/$server/status")
 mount_stop
-"$SEALFS" verify disk.img >/dev/null
-rm disk.img
-"$SEALFS" mkfs disk.img --size "${img_mib}M" --io-block 4K --key-file disk.key >/dev/null
-mount_serve
+"$SEALFS" verify mnt.img >/dev/null
+rm mnt.img disk.img
+"$SEALFS" mkfs mnt.img --size "${img_mib}M" --io-block 4K --key-file disk.key >/dev/null
+mount_serve mnt.img
 small_s=$(small_files 0)
 mount_stop
-"$SEALFS" verify disk.img >/dev/null
+"$SEALFS" verify mnt.img >/dev/null
 
 bw=$(best "${cmd_w[@]}") br=$(best "${cmd_r[@]}") mw=$(best "${m_w[@]}") mr=$(best "${m_r[@]}")
 printf '%-40s %10s %10s\n' "" "seconds" "MiB/s"

@@ -675,3 +675,23 @@ func TestNoSpace(t *testing.T) {
 		t.Fatalf("after the failure: %v", err)
 	}
 }
+
+// TestMmap: files are served with direct I/O, and mmap still reads them.
+func TestMmap(t *testing.T) {
+	data := pattern(300<<10, 9)
+	f := newImage(t, 16<<20, map[uint64][]byte{20: data})
+	m := mountFS(t, f, Options{})
+	fh, err := os.Open(m.path("20"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b, err := syscall.Mmap(int(fh.Fd()), 0, len(data), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	defer syscall.Munmap(b)
+	if !bytes.Equal(b, data) {
+		t.Fatal("mapped contents differ")
+	}
+}
