@@ -68,7 +68,9 @@
 //
 // Reads of an unchanged file go to cocoonfs.File.ReadAt: only the data
 // blocks a read touches are authenticated and decrypted, and reads of one
-// file run in parallel. A block that fails authentication is EIO for the
+// file run in parallel. The mount asks the kernel for a 4 MiB read-ahead
+// (its own /sys/class/bdi entry; this needs root, else the default 128 KiB
+// stays), so a sequential reader keeps several 1 MiB requests in flight. A block that fails authentication is EIO for the
 // whole request, logged once (inode and error, never data); nothing
 // unauthenticated is ever returned. stat reads a file's last cipher blocks
 // for its size, never its contents; statfs reports the image's size and
