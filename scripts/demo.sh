@@ -152,6 +152,106 @@ else
 fi
 
 echo
+echo "An image mounted read-write with FUSE (sealfs mount): files by inode number,"
+echo "every close one durable transaction. Then swtpm running on an image's NVRAM"
+echo "store (sealfs tpm run): a key made persistent survives kill -9 of the whole"
+echo "process group, and the next run finds it."
+if command -v fusermount3 >/dev/null && [ -w /dev/fuse ]; then
+	mkdir -p "$work/run" "$work/mnt"
+	# The TPM's private state mount goes under here, and is cleaned up with it.
+	export XDG_RUNTIME_DIR=$work/run
+	demo_mounts() { awk -v w="$work" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo; }
+	demo_cleanup() {
+		if [ -s "$work/tpmrun.pid" ]; then kill -9 -- "-$(cat "$work/tpmrun.pid")" 2>/dev/null || true; fi
+		kill $(jobs -p) 2>/dev/null || true
+		sleep 0.2
+		for m in $(demo_mounts); do fusermount3 -u -z "$m" 2>/dev/null || true; done
+		rm -rf "$work"
+	}
+	trap demo_cleanup EXIT
+	# wait_ready FILE PID: until FILE has its first line, or PID exited.
+	wait_ready() {
+		for _ in $(seq 300); do
+			[ -s "$1" ] && { head -1 "$1"; return 0; }
+			kill -0 "$2" 2>/dev/null || return 1
+			sleep 0.05
+		done
+		return 1
+	}
+
+	step "$sealfs" mkfs files.img --size 16M --io-block 4K --gen-key files.key
+	printf '\n\033[1m$ %s\033[0m\n' "sealfs mount files.img mnt --key-file files.key &"
+	"$sealfs" mount files.img "$work/mnt" --key-file files.key >mount.out 2>mount.err &
+	mount_pid=$!
+	wait_ready mount.out "$mount_pid" || { cat mount.err >&2; exit 1; }
+	head -c 300000 /dev/urandom >payload.bin
+	step cp payload.bin "$work/mnt/100"
+	printf 'state, version 1\n' >"$work/mnt/101"
+	step mv "$work/mnt/101" "$work/mnt/102"
+	step ls -l "$work/mnt"
+	step df -h "$work/mnt"
+	if touch "$work/mnt/not-a-number" 2>/dev/null; then
+		echo "demo: a file that is not an inode number was created" >&2
+		exit 1
+	fi
+	echo "(a name that is not an inode number is refused: EINVAL)"
+	step fusermount3 -u "$work/mnt"
+	wait "$mount_pid"
+	tail -n +2 mount.out
+	step "$sealfs" ls files.img --key-file files.key
+	step "$sealfs" read files.img 100 --key-file files.key -o payload.out
+	step cmp payload.bin payload.out
+
+	if command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null && command -v tpm2_createprimary >/dev/null; then
+		step "$sealfs" mkfs vtpm.img --size 4M --io-block 4K --gen-key vtpm.key
+		step "$sealfs" tpm manufacture vtpm.img --key-file vtpm.key
+		# tpm_run: start `sealfs tpm run` in a process group of its own, on a
+		# random pair of ports P, P+1 (the swtpm TCTI wants the control port
+		# at P+1), retrying if a port is taken.
+		tpm_run() {
+			for _ in 1 2 3 4 5; do
+				port=$((20000 + RANDOM % 20000))
+				printf '\n\033[1m$ %s\033[0m\n' "sealfs tpm run vtpm.img --key-file vtpm.key --server-port $port --ctrl-port $((port + 1)) &"
+				setsid "$sealfs" tpm run vtpm.img --key-file vtpm.key --server-port "$port" --ctrl-port "$((port + 1))" >tpmrun.out 2>tpmrun.err &
+				echo $! >tpmrun.pid
+				disown # killed on purpose below: no job report
+				if wait_ready tpmrun.out "$(cat tpmrun.pid)"; then
+					export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$port"
+					return 0
+				fi
+				cat tpmrun.err >&2
+			done
+			echo "demo: sealfs tpm run did not start" >&2
+			exit 1
+		}
+		tpm_run
+		step tpm2_createprimary -Q -C o -c primary.ctx
+		step tpm2_evictcontrol -C o -c primary.ctx 0x81000001
+		tpm2_readpublic -Q -c 0x81000001 -o before.pub
+		echo "(the response has arrived: the key is in the image; now kill -9 the whole process group)"
+		step kill -9 -- "-$(cat tpmrun.pid)"
+		sleep 0.5
+		step "$sealfs" nvram ls vtpm.img --key-file vtpm.key
+		tpm_run
+		grep 'detaching' tpmrun.err || true
+		step tpm2_getcap handles-persistent
+		tpm2_readpublic -Q -c 0x81000001 -o after.pub
+		step cmp before.pub after.pub
+		echo "(the same key survived the kill and the restart)"
+		printf '\n\033[1m$ %s\033[0m\n' "kill -TERM $(cat tpmrun.pid)"
+		kill -TERM "$(cat tpmrun.pid)"
+		for _ in $(seq 200); do kill -0 "$(cat tpmrun.pid)" 2>/dev/null || break; sleep 0.05; done
+		tail -n +2 tpmrun.out
+		: >tpmrun.pid
+		step "$sealfs" verify vtpm.img --key-file vtpm.key
+	else
+		echo "(tpm run skipped: swtpm, swtpm_setup and tpm2-tools are needed; scripts/install-deps.sh installs them)"
+	fi
+else
+	echo "(skipped: FUSE (/dev/fuse, fusermount3) is not available)"
+fi
+
+echo
 echo "Images through an OCI registry: push an image to a local registry (the"
 echo "reference distribution registry, Debian's docker-registry, on a loopback"
 echo "port), then mount it back lazily: the metadata at mount time, each chunk"

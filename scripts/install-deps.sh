@@ -28,6 +28,9 @@ declare -A tools=(
 	[tpm2_createprimary]=tpm2-tools
 	[tpm2_evictcontrol]=tpm2-tools
 	[tpm2_nvread]=tpm2-tools
+	[tpm2_nvdefine]=tpm2-tools
+	[tpm2_nvwrite]=tpm2-tools
+	[tpm2_readpublic]=tpm2-tools
 )
 
 # shared library (soname) -> Debian package, for what is loaded rather than run:

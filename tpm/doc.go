@@ -47,4 +47,14 @@
 // the state files of such a directory back in one transaction — entries for
 // files that are gone (a volatile state swtpm no longer has) are removed in
 // the same transaction — so the image holds a state swtpm actually had.
+//
+// # Running swtpm on the store
+//
+// Run runs swtpm with its state directory on a FUSE mount of the store
+// (package nvram/fusefs) instead of an exported copy: swtpm's fsync of a
+// state file and its rename over the old one are each a transaction of the
+// image, done before the TPM answers the command that changed the state,
+// so the image always holds the state of the last completed command, and
+// no plaintext copy of the state exists outside the process. StateEntryType
+// types the files swtpm writes; its .lock file lives in memory only.
 package tpm

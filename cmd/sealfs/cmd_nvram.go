@@ -75,7 +75,7 @@ store lists nothing.
 	rm := newNvramSub(g, "rm IMAGE NAME...", "Remove entries", `Remove the named entries in one transaction: all of them, or none if one does
 not exist (exit 6). Prints the new root digest and update counter.
 `+keyHelp, runNvramRm)
-	cmd.AddCommand(put.cmd, get.cmd, ls.cmd, rm.cmd)
+	cmd.AddCommand(put.cmd, get.cmd, ls.cmd, rm.cmd, newNvramMountCommand(g))
 	return cmd
 }
 

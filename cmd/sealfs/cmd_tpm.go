@@ -81,7 +81,7 @@ tpm2-00.volatilestate and tpm2-00.savestate if present) in IMAGE in one
 transaction; stored state files that DIR no longer has are removed in the same
 transaction. Stop swtpm first. Prints the new root digest and update counter.
 `+keyHelp, runTpmImport)
-	cmd.AddCommand(man.cmd, exp.cmd, imp.cmd)
+	cmd.AddCommand(man.cmd, exp.cmd, imp.cmd, newTpmRunCommand(g))
 	return cmd
 }
 

@@ -33,8 +33,9 @@ transactions. blob keeps a content-addressed store whose every read is
 verified; merkle, fsverity and dmverity compute and check the Fuchsia, Linux
 fs-verity and dm-verity hash trees. bd makes and serves (over NBD) block
 devices that are encrypted, authenticated, or both. nvram keeps named state
-blobs with metadata in an image; tpm manufactures a vTPM into one and moves
-its state to and from swtpm.`
+blobs with metadata in an image; tpm manufactures a vTPM into one, moves
+its state to and from swtpm, and runs swtpm on it. mount serves an image with
+FUSE, every close a durable transaction.`
 
 const exitStatusHelp = `Exit status (stable; see EXIT_CODES.md):
    0  success
@@ -80,7 +81,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	// Declared here so cobra does not claim -v, which stays free.
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetHelpTemplate(root.HelpTemplate() + "{{if not .HasParent}}\n" + exitStatusHelp + "{{end}}")
-	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g), newReplayCommand(g))
+	root.AddCommand(newInfoCommand(g), newLsCommand(g), newReadCommand(g), newVerifyCommand(g), newMkfsCommand(g), newMkfsinfoCommand(g), newWriteCommand(g), newRmCommand(g), newReplayCommand(g), newMountCommand(g))
 	root.AddCommand(newMerkleCommand(g), newFsverityCommand(g), newDmverityCommand(g))
 	root.AddCommand(newAuxCommand(g))
 	root.AddCommand(newBlobCommand(g))
