@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"testing"
 
 	"github.com/sealfs/sealfs/nvram"
@@ -68,7 +69,7 @@ func TestRunRefusals(t *testing.T) {
 
 func mustWrite(t *testing.T, path string) {
 	t.Helper()
-	if err := writeFileAtomic(path, []byte("x")); err != nil {
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
