@@ -293,6 +293,11 @@ func updateAux(opts *auxOptions, path string, update func(*cocoonfs.AuxMetadata)
 	if opts.Key.given() {
 		return updateAuxOnline(opts, path, update)
 	}
+	release, err := lockImage(path, true)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	dev, err := blockdev.OpenFile(path, nil)
 	if err != nil {
 		return nil, withCode(ExitError, err)

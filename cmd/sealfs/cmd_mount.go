@@ -189,7 +189,7 @@ func openForMount(o *imageOptions, path string, readOnly bool) (*cocoonfs.FS, fu
 	if err := checkNoPendingJournal(path); err != nil {
 		return nil, nil, err
 	}
-	return openFSWritable(o, path)
+	return openFSLocked(o, path)
 }
 
 // checkNoPendingJournal refuses an image whose journal holds a committed
@@ -226,7 +226,7 @@ func lockImage(path string, exclusive bool) (func(), error) {
 	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, withCode(ExitError, fmt.Errorf("%s is in use: another 'sealfs mount', 'nvram mount' or 'tpm run' serves it", path))
+			return nil, withCode(ExitError, fmt.Errorf("%s is in use: a 'sealfs mount', 'nvram mount' or 'tpm run' serves it, or another command is changing it", path))
 		}
 		return nil, withCode(ExitError, fmt.Errorf("locking %s: %w", path, err))
 	}

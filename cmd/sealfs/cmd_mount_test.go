@@ -265,6 +265,12 @@ func TestMountServe(t *testing.T) {
 	if code, _, stderr := run(t, "mount", "--read-only", "-k", key, img, other); code != ExitError || !strings.Contains(stderr, "in use") {
 		t.Fatalf("read-only mount beside a read-write one: exit %d: %s", code, stderr)
 	}
+	// So are the commands that change an image.
+	for _, args := range [][]string{{"write", "-k", key, img, "50", key}, {"rm", "-k", key, img, "42"}, {"replay", "-k", key, img}} {
+		if code, _, stderr := run(t, args...); code != ExitError || !strings.Contains(stderr, "in use") {
+			t.Fatalf("%s while mounted: exit %d: %s", args[0], code, stderr)
+		}
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

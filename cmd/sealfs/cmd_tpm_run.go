@@ -131,7 +131,7 @@ func runTpmRun(ctx context.Context, opts *tpmRunOptions, args, extra []string, s
 	if err := detachDead(dir); err != nil {
 		return withCode(ExitError, err)
 	}
-	f, closeFS, err := openFSWritable(&opts.imageOptions, img)
+	f, closeFS, err := openFSLocked(&opts.imageOptions, img)
 	if err != nil {
 		return err
 	}

@@ -109,8 +109,24 @@ func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 }
 
 // openFSWritable opens an image read-write: a pending journal is replayed,
-// and transactions can begin.
+// and transactions can begin. It holds the image's lock (see lockImage)
+// until closed, so a command never changes an image a mount serves.
 func openFSWritable(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
+	release, err := lockImage(path, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, closeFS, err := openFSLocked(o, path)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return f, func() { closeFS(); release() }, nil
+}
+
+// openFSLocked is openFSWritable for a caller that holds the lock already
+// (the servers, which hold it for as long as they serve).
+func openFSLocked(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 	key, err := o.Key.load()
 	if err != nil {
 		return nil, nil, err
