@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
@@ -89,6 +90,15 @@ type committedBitmap struct {
 
 	mu    sync.Mutex
 	cache map[uint64][]uint64 // bitmap block index → its words
+
+	// last is the block the last lookup found: scans and runs of lookups
+	// stay in one block, and need neither the lock nor the map.
+	last atomic.Pointer[loadedBlock]
+}
+
+type loadedBlock struct {
+	k     uint64
+	words []uint64
 }
 
 func newCommittedBitmap(f *FS) (*committedBitmap, error) {
@@ -146,6 +156,9 @@ func (b *committedBitmap) word(i uint64) (uint64, error) {
 		return 0, nil
 	}
 	k := i / b.wordsPer
+	if l := b.last.Load(); l != nil && l.k == k {
+		return l.words[i%b.wordsPer], nil
+	}
 	b.mu.Lock()
 	words, ok := b.cache[k]
 	b.mu.Unlock()
@@ -155,6 +168,7 @@ func (b *committedBitmap) word(i uint64) (uint64, error) {
 			return 0, err
 		}
 	}
+	b.last.Store(&loadedBlock{k, words})
 	return words[i%b.wordsPer], nil
 }
 

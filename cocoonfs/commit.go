@@ -239,7 +239,7 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 	}
 	var records []disk.WriteRecord
 	var stagedData [][]byte
-	res := &allocator{total: f.imageAllocBlocks, base: f.bitmap, taken: extentSet{ext: slices.Clone(b.al.taken.ext)}, avoid: b.al.avoid}
+	res := &allocator{total: f.imageAllocBlocks, base: f.bitmap, taken: extentSet{ext: slices.Clone(b.al.taken.ext)}, avoid: b.al.avoid, cursor: f.scratchCursor}
 	for _, t := range slices.Sorted(maps.Keys(targets)) {
 		buf := make([]byte, 0, ioAllocs*ab)
 		for a := t * ioAllocs; a < (t+1)*ioAllocs; a++ {
@@ -299,7 +299,11 @@ func (f *FS) writeJournal(p *txPlan) (*committed, error) {
 		}
 	}
 	payload := disk.AppendJournalLog(nil, jl)
-	return f.writeJournalLog(payload, jl, nodes, b.writes, records, stagedData, stagedOnDisk, res, nf)
+	c, err := f.writeJournalLog(payload, jl, nodes, b.writes, records, stagedData, stagedOnDisk, res, nf)
+	if err == nil {
+		f.scratchCursor = res.cursor
+	}
+	return c, err
 }
 
 // stageBitmap encrypts anew the bitmap blocks whose words change: only words

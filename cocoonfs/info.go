@@ -244,17 +244,74 @@ func (f *FS) Info() (*Info, error) {
 	in := &Info{HeaderInfo: *hi}
 	in.RootDigest = hex.EncodeToString(f.header.RootHMAC)
 	in.UpdateCounter = f.counter.String()
-	list, err := f.inodes()
+	sp, err := f.spaceLocked()
 	if err != nil {
 		return nil, err
 	}
-	in.Files = len(list)
+	in.Files = sp.Files
 	in.AuthTree.Height = f.tree.height
 	in.AuthTree.Leaves = f.tree.leaves
 	in.AuthTree.DataBlocks = f.tree.dataBlocks
 	in.TotalBlocks = f.imageAllocBlocks
-	if in.AllocatedBlocks, err = countAllocated(f.bitmap, f.imageAllocBlocks); err != nil {
-		return nil, err
-	}
+	in.AllocatedBlocks = sp.AllocatedBlocks
 	return in, nil
+}
+
+// Space is how much of the image is in use.
+type Space struct {
+	TotalBlocks     uint64 `json:"total_blocks"`     // allocation blocks in the image
+	AllocatedBlocks uint64 `json:"allocated_blocks"` // of them allocated (metadata included)
+	BlockSize       uint64 `json:"block_size"`       // bytes per allocation block
+	Files           int    `json:"files"`            // user files
+}
+
+// Space returns the image's size, its allocated blocks and its file count.
+// The first call counts them (the whole allocation bitmap and the index);
+// commits then keep the figures up to date, so later calls are free.
+func (f *FS) Space() (Space, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.failed != nil {
+		return Space{}, f.failed
+	}
+	return f.spaceLocked()
+}
+
+// spaceLocked is Space for a caller holding f.mu.
+func (f *FS) spaceLocked() (Space, error) {
+	f.spaceMu.Lock()
+	defer f.spaceMu.Unlock()
+	if f.space == nil {
+		n, err := countAllocated(f.bitmap, f.imageAllocBlocks)
+		if err != nil {
+			return Space{}, err
+		}
+		list, err := f.inodes()
+		if err != nil {
+			return Space{}, err
+		}
+		f.space = &Space{TotalBlocks: f.imageAllocBlocks, AllocatedBlocks: n, BlockSize: f.layout.AllocBlockSize(), Files: len(list)}
+	}
+	return *f.space, nil
+}
+
+// noteCommit brings the space figures to the state p commits; the caller
+// holds f.mu exclusively.
+func (f *FS) noteCommit(p *txPlan) {
+	f.spaceMu.Lock()
+	defer f.spaceMu.Unlock()
+	if f.space == nil {
+		return
+	}
+	// A block taken and released by the same transaction is in both sets:
+	// it cancels out, as it should.
+	var taken, freed uint64
+	for _, e := range p.b.al.taken.ext {
+		taken += e.Len
+	}
+	for _, e := range p.freeSet.ext {
+		freed += e.Len
+	}
+	f.space.AllocatedBlocks = f.space.AllocatedBlocks + taken - freed
+	f.space.Files += p.filesDelta
 }

@@ -73,6 +73,15 @@ type FS struct {
 	running     *Tx
 	staged      extentSet
 	stageCursor uint64
+
+	// Where the next transaction's file data and journal scratch searches
+	// start (next fit across transactions: what lies before was in use).
+	txCursor, scratchCursor uint64
+
+	// spaceMu guards the space figures, counted once and then kept up to
+	// date by each commit's allocations, releases and files.
+	spaceMu sync.Mutex
+	space   *Space
 	// failed is set when a commit could not finish applying or reloading:
 	// the in-memory state no longer matches the medium, so every further
 	// call fails until the image is reopened (which replays any journal).

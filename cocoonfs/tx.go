@@ -51,7 +51,7 @@ func (f *FS) Begin() (*Tx, error) {
 		f.writer.Unlock()
 		return nil, failed
 	}
-	tx := &Tx{f: f, files: map[uint64]*txFile{}, writers: map[uint64]*FileWriter{}, al: al}
+	tx := &Tx{f: f, files: map[uint64]*txFile{}, writers: map[uint64]*FileWriter{}, al: al, dataCursor: f.txCursor}
 	f.allocMu.Lock()
 	f.running = tx
 	f.allocMu.Unlock()
@@ -199,6 +199,8 @@ type txPlan struct {
 	freed   []disk.Extent     // blocks the new state releases
 	freeSet extentSet         // the same, as a set
 	inPlace map[uint64][]byte // allocation block → new contents of index nodes updated in place
+	// filesDelta is how many files the new state has more than the old.
+	filesDelta int
 }
 
 // commit computes the plan, writes the journal (the commit point), applies
@@ -215,6 +217,10 @@ func (f *FS) commit(tx *Tx) error {
 		return err
 	}
 	c, err := f.writeJournal(p)
+	if err == nil {
+		f.txCursor = tx.dataCursor
+		f.noteCommit(p)
+	}
 	var uncertain *uncertainCommitError
 	if errors.As(err, &uncertain) {
 		f.failed = err
@@ -253,6 +259,12 @@ func (f *FS) plan(tx *Tx) (*txPlan, error) {
 		old, exists, err := f.index.lookup(ino)
 		if err != nil {
 			return nil, err
+		}
+		switch {
+		case exists && files[ino] == nil:
+			p.filesDelta--
+		case !exists && files[ino] != nil:
+			p.filesDelta++
 		}
 		if exists {
 			data, chainExt, err := f.entryExtents(old)

@@ -397,3 +397,53 @@ func TestTxFailurePastCommitPoint(t *testing.T) {
 	g := openRW(t, blockdev.NewMemoryFrom(mem.Bytes(), 512))
 	checkState(t, g, map[uint64][]byte{20: []byte("new")})
 }
+
+// TestSpaceKeptByCommits: the space figures, counted once, follow every
+// commit (writes, overwrites, removals, staged files, aux changes) and equal
+// a fresh count of the image.
+func TestSpaceKeptByCommits(t *testing.T) {
+	dev := mkfsMem(t, 4<<20, nil)
+	f := openRW(t, dev)
+	if _, err := f.Space(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 40; i++ {
+		tx, _ := f.Begin()
+		ino := uint64(16 + r.IntN(12))
+		switch r.IntN(4) {
+		case 0:
+			if err := tx.Remove(ino); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
+		case 1:
+			m, _ := f.AuxMetadata()
+			m.Add([16]byte{byte(i)}, make([]byte, r.IntN(2000)))
+			if err := tx.SetAuxMetadata(m); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := tx.WriteFile(ino, make([]byte, r.IntN(200000)), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		kept, err := f.Space()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := Open(blockdev.NewMemoryFrom(dev.Bytes(), 512), txKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := g.Space()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept != fresh {
+			t.Fatalf("after transaction %d: kept %+v, counted %+v", i, kept, fresh)
+		}
+	}
+}

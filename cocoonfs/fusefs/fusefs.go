@@ -196,14 +196,9 @@ type filesystem struct {
 	gens    map[uint64]uint64
 	nextGen uint64
 
-	// commits counts commits made through the mount: cached sizes and
-	// statfs results are valid while it is unchanged.
+	// commits counts commits made through the mount: cached sizes are
+	// valid while it is unchanged.
 	commits atomic.Uint64
-
-	statMu     sync.Mutex
-	statAt     uint64
-	statInfo   *cocoonfs.Info
-	statLoaded bool
 
 	log    *log.Logger
 	logMu  sync.Mutex
@@ -269,22 +264,6 @@ func (f *filesystem) errno(op string, ino uint64, err error) syscall.Errno {
 	}
 	f.logOnce("%s of inode %d failed, returning EIO: %v", op, ino, err)
 	return syscall.EIO
-}
-
-// info returns the image's description, cached until the next commit.
-func (f *filesystem) info() (*cocoonfs.Info, error) {
-	f.statMu.Lock()
-	defer f.statMu.Unlock()
-	at := f.commits.Load()
-	if f.statLoaded && f.statAt == at {
-		return f.statInfo, nil
-	}
-	in, err := f.fsys.Info()
-	if err != nil {
-		return nil, err
-	}
-	f.statInfo, f.statAt, f.statLoaded = in, at, true
-	return in, nil
 }
 
 // commit runs one transaction: fill adds the changes. It retries nothing;

@@ -74,19 +74,19 @@ func (r *rootNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 }
 
 func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	in, err := r.fs.info()
+	sp, err := r.fs.fsys.Space()
 	if err != nil {
 		return r.fs.errno("statfs", 0, err)
 	}
-	free := in.TotalBlocks - min(in.AllocatedBlocks, in.TotalBlocks)
+	free := sp.TotalBlocks - min(sp.AllocatedBlocks, sp.TotalBlocks)
 	*out = fuse.StatfsOut{
-		Blocks:  in.TotalBlocks,
+		Blocks:  sp.TotalBlocks,
 		Bfree:   free,
 		Bavail:  free,
-		Files:   uint64(in.Files),
+		Files:   uint64(sp.Files),
 		Ffree:   free, // every file takes at least one allocation block
-		Bsize:   uint32(in.Layout.AllocationBlock),
-		Frsize:  uint32(in.Layout.AllocationBlock),
+		Bsize:   uint32(sp.BlockSize),
+		Frsize:  uint32(sp.BlockSize),
 		NameLen: 20, // 2^64-2 in decimal
 	}
 	return 0
