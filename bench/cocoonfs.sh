@@ -69,7 +69,7 @@ for tool in openssl /usr/bin/time; do
 	command -v "$tool" >/dev/null || { echo "bench/cocoonfs.sh: $tool is needed" >&2; exit 1; }
 done
 
-now() { date +%s.%N; }
+now() { echo "$EPOCHREALTIME"; } # bash's clock: no process per reading
 secs() { echo "$2 - $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 fmt() { printf '%.3f' "$1"; }
@@ -115,6 +115,8 @@ row "sealfs read" "$r" "$r_rss"
 row "sealfs ls" "$l" "$l_rss"
 row "sealfs verify (1 GiB)" "$v" "$v_rss"
 echo "ls / read: $(ratio "$l" "$r")"
+measure startup "$sealfs" --version
+printf 'process start-up alone (sealfs --version, part of every line above): %.3f s\n' "$startup"
 measure m "$sealfs" mkfs "$work/mkfs.img" --size "$mkfs_size" --io-block 4K -k "$work/key" --no-randomize-unallocated
 printf 'sealfs mkfs --size %s: %.3f s (%s x the floor), %d MB peak RSS, %s on disk\n' "$mkfs_size" "$m" "$(ratio "$m" "$floor")" $((m_rss / 1024)) "$(du -h "$work/mkfs.img" | cut -f1)"
 rm -f "$work/mkfs.img" "$work/img"
