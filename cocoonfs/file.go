@@ -254,20 +254,48 @@ func (r *File) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) < smallRead && off < s.size {
 		return r.readSmall(&s, p, off)
 	}
-	n := 0
-	for n < len(p) && off+int64(n) < s.size {
-		want := min(len(p)-n, readChunk, int(s.size-off-int64(n)))
-		got, err := f.readPlain(r.ino, &s, uint64(off)+uint64(n), p[n:n+want])
-		n += got
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	total := int(min(int64(len(p)), s.size-off))
+	// A large read is cut into pieces decrypted on every core; each piece
+	// reads and authenticates the cipher block that chains it itself.
+	pieces := 1
+	if total >= 2*parallelPiece {
+		pieces = min(runtime.GOMAXPROCS(0)*2, total/parallelPiece)
+	}
+	bs := f.algs.cipher.BlockSize
+	per := (total/pieces + bs - 1) / bs * bs
+	errs := make([]error, pieces)
+	parallelN(pieces, func(i int) {
+		lo := min(i*per, total)
+		hi := min(lo+per, total)
+		for n := lo; n < hi; {
+			want := min(hi-n, readChunk)
+			if _, err := f.readPlain(r.ino, &s, uint64(off)+uint64(n), p[n:n+want]); err != nil {
+				errs[i] = err
+				return
+			}
+			n += want
+		}
+	})
+	for i, err := range errs {
 		if err != nil {
-			return n, fmt.Errorf("inode %d: %w", r.ino, err)
+			return min(i*per, total), fmt.Errorf("inode %d: %w", r.ino, err)
 		}
 	}
-	if n < len(p) {
-		return n, io.EOF
+	if total < len(p) {
+		return total, io.EOF
 	}
-	return n, nil
+	return total, nil
 }
+
+// parallelPiece is the least a piece of a parallel ReadAt holds.
+const parallelPiece = 128 << 10
+
+// ctBuffers holds buffers for the ciphertext of a piece of a read: a
+// chunk, the data blocks around it and the chaining block.
+var ctBuffers = sync.Pool{New: func() any { return make([]byte, 0, readChunk+2*64<<10) }}
 
 // readSmall serves a small read from the cached window around off, loading
 // the window first if needed; the caller holds f.mu.
@@ -302,12 +330,14 @@ func (f *FS) readPlain(ino uint64, s *fileSnapshot, off uint64, p []byte) (int, 
 	first := off / bs
 	last := (off + uint64(len(p)) - 1) / bs
 	// Plaintext block k is ciphertext block k+1; ciphertext block k chains it.
-	ct, err := f.readCT(s, first*bs, (last+2)*bs)
+	buf := ctBuffers.Get().([]byte)
+	defer ctBuffers.Put(buf)
+	ct, err := f.readCTInto(s, first*bs, (last+2)*bs, buf[:cap(buf)])
 	if err != nil {
 		return 0, err
 	}
-	pt := make([]byte, len(ct)-int(bs))
-	cipher.NewCBCDecrypter(f.keys.blockCipher(ino, subdomainData), ct[:bs]).CryptBlocks(pt, ct[bs:])
+	pt := ct[bs:]
+	cipher.NewCBCDecrypter(f.keys.blockCipher(ino, subdomainData), ct[:bs]).CryptBlocks(pt, pt)
 	return copy(p, pt[off-first*bs:]), nil
 }
 

@@ -267,9 +267,22 @@ func (f *FS) entryLeafPreauth(ciphertext []byte) []byte {
 	return m.Sum(nil)
 }
 
-// parallel runs fn(0..n-1) on every core; small jobs run inline.
+// parallel runs fn(0..n-1) on every core; small jobs (under 64 items a
+// core) run inline.
 func parallel(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n/64)
+	if n < 128 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	parallelN(n, fn)
+}
+
+// parallelN runs fn(0..n-1), each on its own goroutine when there is more
+// than one and more than one core.
+func parallelN(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers < 2 {
 		for i := 0; i < n; i++ {
 			fn(i)
