@@ -200,9 +200,11 @@ func TestReferenceReadsFragmentedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fill most of the image, then free every other file: a large file
+	// then has only the holes to go to.
 	small := map[uint64][]byte{}
 	for i := uint64(0); i < 40; i++ {
-		small[100+i] = bytes.Repeat([]byte{byte(i)}, 50000+int(i)*999)
+		small[100+i] = bytes.Repeat([]byte{byte(i)}, 300000+int(i)*999)
 	}
 	writeFiles(t, f, small)
 	tx, _ := f.Begin()
