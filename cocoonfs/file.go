@@ -295,7 +295,10 @@ const parallelPiece = 128 << 10
 
 // ctBuffers holds buffers for the ciphertext of a piece of a read: a
 // chunk, the data blocks around it and the chaining block.
-var ctBuffers = sync.Pool{New: func() any { return make([]byte, 0, readChunk+2*64<<10) }}
+var ctBuffers = sync.Pool{New: func() any {
+	b := make([]byte, readChunk+2*64<<10)
+	return &b
+}}
 
 // readSmall serves a small read from the cached window around off, loading
 // the window first if needed; the caller holds f.mu.
@@ -330,9 +333,9 @@ func (f *FS) readPlain(ino uint64, s *fileSnapshot, off uint64, p []byte) (int, 
 	first := off / bs
 	last := (off + uint64(len(p)) - 1) / bs
 	// Plaintext block k is ciphertext block k+1; ciphertext block k chains it.
-	buf := ctBuffers.Get().([]byte)
+	buf := ctBuffers.Get().(*[]byte)
 	defer ctBuffers.Put(buf)
-	ct, err := f.readCTInto(s, first*bs, (last+2)*bs, buf[:cap(buf)])
+	ct, err := f.readCTInto(s, first*bs, (last+2)*bs, *buf)
 	if err != nil {
 		return 0, err
 	}
