@@ -56,7 +56,7 @@ fuzz:
 		done; \
 	done
 
-## demo: the read path on a reference image: info, ls, read, verify, and a tampered copy refused
+## demo: an image written, read, verified, rolled back and tampered with; a vTPM manufactured, mounted and restarted; container images built, pushed to a local registry and mounted lazily
 demo: build
 	@scripts/demo.sh
 
