@@ -265,7 +265,9 @@ func (r *File) ReadAt(p []byte, off int64) (int, error) {
 		pieces = min(runtime.GOMAXPROCS(0)*2, total/parallelPiece)
 	}
 	bs := f.algs.cipher.BlockSize
-	per := (total/pieces + bs - 1) / bs * bs
+	// Round up twice: a piece count that does not divide total must not
+	// leave its last bytes unread.
+	per := ((total+pieces-1)/pieces + bs - 1) / bs * bs
 	errs := make([]error, pieces)
 	parallelN(pieces, func(i int) {
 		lo := min(i*per, total)

@@ -55,7 +55,8 @@ func writeFiles(t testing.TB, f *FS, files map[uint64][]byte) {
 }
 
 // TestFileReadAt reads files of every boundary size through ReadAt at
-// random offsets and lengths, through WriteTo and through io/fs, and
+// random offsets and lengths (small ones served from a cached window, large
+// ones cut into pieces read in parallel), through WriteTo and through io/fs, and
 // compares with what was written.
 func TestFileReadAt(t *testing.T) {
 	for _, layout := range []struct {
@@ -103,6 +104,11 @@ func TestFileReadAt(t *testing.T) {
 				for k := 0; k < 20; k++ {
 					off := r.IntN(len(want) + 2)
 					p := make([]byte, r.IntN(3*4096+50))
+					if k%4 == 0 {
+						// Large enough to be cut into pieces read in
+						// parallel, of lengths no piece count divides.
+						p = make([]byte, r.IntN(3*readChunk))
+					}
 					n, err := rd.ReadAt(p, int64(off))
 					wantN := max(0, min(len(p), len(want)-off))
 					if n != wantN || !bytes.Equal(p[:n], want[min(off, len(want)):min(off, len(want))+wantN]) {
