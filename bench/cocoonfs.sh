@@ -60,7 +60,7 @@ else
 fi
 sealfs=${SEALFS:-}
 if [ -z "$sealfs" ]; then
-	(cd "$root" && go build -o "$work/sealfs" ./cmd/sealfs)
+	(cd "$root" && CGO_ENABLED=0 go build -o "$work/sealfs" ./cmd/sealfs)
 	sealfs=$work/sealfs
 fi
 ref=${COCOONFS:-$root/../shared/reference/cocoonfs}

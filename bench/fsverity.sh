@@ -11,7 +11,7 @@ for tool in hyperfine fsverity go; do
 	command -v "$tool" >/dev/null || { echo "fsverity.sh: $tool is not installed" >&2; exit 1; }
 done
 
-go build -o bin/sealfs ./cmd/sealfs
+CGO_ENABLED=0 go build -o bin/sealfs ./cmd/sealfs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 file=$tmp/data

@@ -125,7 +125,7 @@ if [ -n "${SEALFS:-}" ]; then
 else
 	# Into the temp dir, not bin/: other builds in the tree may race on bin/.
 	sealfs=$tmp/sealfs
-	go build -o "$sealfs" ./cmd/sealfs
+	CGO_ENABLED=0 go build -o "$sealfs" ./cmd/sealfs
 fi
 # has_image_sub SUB: does this sealfs have `sealfs image SUB`? (cobra prints
 # the parent's help for an unknown subcommand, so look at the Usage line.)

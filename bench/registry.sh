@@ -70,7 +70,7 @@ if [ -n "${SEALFS:-}" ]; then
 	sealfs=$(realpath "$SEALFS")
 else
 	sealfs=$tmp/sealfs
-	go build -o "$sealfs" ./cmd/sealfs
+	CGO_ENABLED=0 go build -o "$sealfs" ./cmd/sealfs
 fi
 
 now() { date +%s.%N; }
