@@ -3,19 +3,42 @@ package cocoonfs
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/sealfs/sealfs/cocoonfs/internal/disk"
 )
 
 // inodeIndex is the inode B+-tree (spec "Inode index"). Nodes are encrypted
 // blocks; every node read is authenticated through the tree first.
+//
+// An inodeIndex describes one committed state (a commit reloads the image
+// and makes a new one), so the nodes it has authenticated and decoded stay
+// valid for its lifetime: it keeps up to indexCacheBytes of them, which
+// spares a listing of many files an authenticated read of the root and a
+// leaf per file.
 type inodeIndex struct {
 	f              *FS
 	rootStart      uint64
 	rootAllocs     uint64
 	entryLeafStart uint64
 	entryLeaf      disk.LeafNode
+
+	mu       sync.Mutex
+	rootNode *indexNode
+	nodes    map[nodeKey]indexNode // capped at maxNodes; never modified once in
+	maxNodes int
 }
+
+// nodeKey names a node by where it is and the level its parent expects:
+// a hostile image may point at one block from two levels.
+type nodeKey struct {
+	start uint64
+	level uint32
+}
+
+// indexCacheBytes is the budget for decoded index nodes, counted by their
+// size on the medium.
+const indexCacheBytes = 1 << 20
 
 func newInodeIndex(f *FS, rootPtr disk.ExtentPtr, entryLeafStart uint64, entryLeaf disk.LeafNode) (*inodeIndex, error) {
 	if rootPtr.IsNil() {
@@ -25,7 +48,28 @@ func newInodeIndex(f *FS, rootPtr disk.ExtentPtr, entryLeafStart uint64, entryLe
 	if indirect {
 		return nil, corruptf("inode index root (inode 3) must be a direct extent")
 	}
-	return &inodeIndex{f: f, rootStart: start, rootAllocs: n, entryLeafStart: entryLeafStart, entryLeaf: entryLeaf}, nil
+	maxNodes := max(8, int(indexCacheBytes/f.layout.IndexInternalSize()))
+	return &inodeIndex{f: f, rootStart: start, rootAllocs: n, entryLeafStart: entryLeafStart, entryLeaf: entryLeaf,
+		nodes: make(map[nodeKey]indexNode), maxNodes: maxNodes}, nil
+}
+
+func (x *inodeIndex) cached(k nodeKey) (indexNode, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n, ok := x.nodes[k]
+	return n, ok
+}
+
+func (x *inodeIndex) remember(k nodeKey, n indexNode) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.nodes) >= x.maxNodes {
+		for old := range x.nodes { // map order is random: evict any
+			delete(x.nodes, old)
+			break
+		}
+	}
+	x.nodes[k] = n
 }
 
 // decodeLeaf decrypts and decodes a leaf node's raw bytes.
@@ -49,14 +93,28 @@ type indexNode struct {
 
 // readNode reads the node at start, expecting a leaf when level == 1.
 func (x *inodeIndex) readNode(start uint64, level uint32) (indexNode, error) {
+	if start == x.entryLeafStart && level == 1 {
+		return indexNode{leaf: &x.entryLeaf}, nil
+	}
+	k := nodeKey{start, level}
+	if n, ok := x.cached(k); ok {
+		return n, nil
+	}
+	n, err := x.loadNode(start, level)
+	if err != nil {
+		return indexNode{}, err
+	}
+	x.remember(k, n)
+	return n, nil
+}
+
+// loadNode reads, authenticates and decodes the node at start.
+func (x *inodeIndex) loadNode(start uint64, level uint32) (indexNode, error) {
 	f := x.f
 	ab := f.layout.AllocBlockSize()
 	size := f.layout.IndexInternalSize()
 	if level == 1 {
 		size = f.layout.IndexLeafSize()
-	}
-	if start == x.entryLeafStart && level == 1 {
-		return indexNode{leaf: &x.entryLeaf}, nil
 	}
 	raw, err := f.authRead(start, size/ab)
 	if err != nil {
@@ -89,6 +147,23 @@ func (x *inodeIndex) root() (indexNode, error) {
 	if x.rootStart == x.entryLeafStart {
 		return indexNode{leaf: &x.entryLeaf}, nil
 	}
+	x.mu.Lock()
+	cached := x.rootNode
+	x.mu.Unlock()
+	if cached != nil {
+		return *cached, nil
+	}
+	n, err := x.loadRoot()
+	if err != nil {
+		return indexNode{}, err
+	}
+	x.mu.Lock()
+	x.rootNode = &n
+	x.mu.Unlock()
+	return n, nil
+}
+
+func (x *inodeIndex) loadRoot() (indexNode, error) {
 	f := x.f
 	ab := f.layout.AllocBlockSize()
 	if x.rootAllocs != f.layout.IndexInternalSize()/ab {

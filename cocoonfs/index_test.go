@@ -129,3 +129,48 @@ func TestIndexStress(t *testing.T) {
 	}
 	t.Logf("%d transactions, peak %d inodes, ending with %d; invariants held after each", rounds, peak, len(live))
 }
+
+// TestIndexNodeCache looks every inode up through a node cache far smaller
+// than the index, so nodes are evicted and read again, and checks that a
+// commit's new index does not answer from the old one's nodes.
+func TestIndexNodeCache(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	f := openRW(t, mkfsMem(t, 8<<20, nil))
+	var inos []uint64
+	tx, _ := f.Begin()
+	for range 1500 {
+		ino := FirstUserInode + uint64(r.IntN(1<<40))
+		if err := tx.WriteFile(ino, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		inos = append(inos, ino)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.index.maxNodes = 3
+	for range 2 {
+		for _, i := range r.Perm(len(inos)) {
+			if _, ok, err := f.index.lookup(inos[i]); err != nil || !ok {
+				t.Fatalf("lookup(%d) = %v, %v", inos[i], ok, err)
+			}
+			if n := len(f.index.nodes); n > 3 {
+				t.Fatalf("%d nodes cached, the cap is 3", n)
+			}
+		}
+	}
+	tx, _ = f.Begin()
+	for _, ino := range inos[:500] {
+		if err := tx.Remove(ino); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for k, ino := range inos {
+		if _, ok, err := f.index.lookup(ino); err != nil || ok != (k >= 500) {
+			t.Fatalf("after removing the first 500: lookup(%d) = %v, %v", ino, ok, err)
+		}
+	}
+}
