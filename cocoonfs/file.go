@@ -193,6 +193,10 @@ func (f *FS) fileLength(ino uint64, s *fileSnapshot) (int64, error) {
 	bs := uint64(f.algs.cipher.BlockSize)
 	c := f.keys.blockCipher(ino, subdomainData)
 	window := max(f.layout.AuthTreeDataBlockSize(), 4*bs)
+	// A listing stats every file: decrypt in a pooled buffer rather than
+	// allocate the data blocks for each.
+	buf := ctBuffers.Get().(*[]byte)
+	defer ctBuffers.Put(buf)
 	// Each round decrypts ciphertext blocks [from+bs, end), chained by the
 	// block at from; the next round ends where this one's chaining block does.
 	for end := s.ctLen; ; {
@@ -200,12 +204,12 @@ func (f *FS) fileLength(ino uint64, s *fileSnapshot) (int64, error) {
 		if end > window+bs {
 			from = (end - window) / bs * bs
 		}
-		ct, err := f.readCT(s, from, end)
+		ct, err := f.readCTInto(s, from, end, *buf)
 		if err != nil {
 			return 0, err
 		}
-		pt := make([]byte, len(ct)-int(bs))
-		cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(pt, ct[bs:])
+		pt := ct[bs:]
+		cipher.NewCBCDecrypter(c, ct[:bs]).CryptBlocks(pt, pt)
 		for k := len(pt)/int(bs) - 1; k >= 0; k-- {
 			blk := pt[k*int(bs) : (k+1)*int(bs)]
 			if isZero(blk) {
