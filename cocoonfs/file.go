@@ -140,14 +140,9 @@ func (r *File) Stat() (FileInfo, error) {
 // no resources.
 func (r *File) Close() error { return nil }
 
-// readCT returns the authenticated ciphertext bytes [from, to) of the file.
-func (f *FS) readCT(s *fileSnapshot, from, to uint64) ([]byte, error) {
-	return f.readCTInto(s, from, to, nil)
-}
-
-// readCTInto is readCT reusing buf when the range lies in one extent and
-// buf holds its data blocks: the result is then a slice of buf, with no
-// copy.
+// readCTInto returns the authenticated ciphertext bytes [from, to) of the
+// file. When the range lies in one extent and buf (which may be nil) holds
+// its data blocks, the result is a slice of buf, with no copy.
 func (f *FS) readCTInto(s *fileSnapshot, from, to uint64, buf []byte) ([]byte, error) {
 	if from > to || to > s.ctLen {
 		return nil, fmt.Errorf("BUG: ciphertext range %d-%d outside the file's %d bytes", from, to, s.ctLen)
