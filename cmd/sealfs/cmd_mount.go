@@ -87,48 +87,60 @@ func runMount(ctx context.Context, opts *mountOptions, args []string, stdout, st
 	if err := needArgs(args, "IMAGE", "MOUNTPOINT"); err != nil {
 		return err
 	}
+	return serveImageMount(ctx, &opts.imageOptions, &opts.mountFlags, args, stdout, stderr,
+		func(f *cocoonfs.FS, img, mnt string, logger *log.Logger) (server, error) {
+			return fusefs.Mount(f, mnt, fusefs.Options{
+				ReadOnly:   opts.ReadOnly,
+				FsName:     img,
+				AllowOther: opts.AllowOther,
+				Debug:      opts.Debug,
+				Logger:     logger,
+			})
+		})
+}
+
+// serveImageMount is what mount and nvram mount share: it locks and opens
+// IMAGE, has mount serve it on MOUNTPOINT, reports, serves until
+// unmounted, and prints the new root digest and counter of a read-write
+// mount.
+func serveImageMount(ctx context.Context, iopts *imageOptions, mf *mountFlags, args []string, stdout, stderr io.Writer,
+	mount func(f *cocoonfs.FS, img, mnt string, logger *log.Logger) (server, error)) error {
 	img, mnt, err := mountPaths(args)
 	if err != nil {
 		return err
 	}
-	logTo, closeLog, err := openServerLog(opts.Log, stderr)
+	logTo, closeLog, err := openServerLog(mf.Log, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	release, err := lockImage(img, !opts.ReadOnly)
+	release, err := lockImage(img, !mf.ReadOnly)
 	if err != nil {
 		return err
 	}
 	defer release()
-	f, closeFS, err := openForMount(&opts.imageOptions, img, opts.ReadOnly)
+	f, closeFS, err := openForMount(iopts, img, mf.ReadOnly)
 	if err != nil {
 		return err
 	}
 	defer closeFS()
-	srv, err := fusefs.Mount(f, mnt, fusefs.Options{
-		ReadOnly:   opts.ReadOnly,
-		FsName:     img,
-		AllowOther: opts.AllowOther,
-		Debug:      opts.Debug,
-		Logger:     log.New(logTo, "sealfs: ", log.LstdFlags),
-	})
+	srv, err := mount(f, img, mnt, log.New(logTo, "sealfs: ", log.LstdFlags))
 	if err != nil {
 		return mountError(err)
 	}
 	mode := "read-write"
-	if opts.ReadOnly {
+	if mf.ReadOnly {
 		mode = "read-only"
 	}
-	if err := reportMounted(stdout, opts.JSON, img, mnt, mode); err != nil {
+	if err := reportMounted(stdout, iopts.JSON, img, mnt, mode); err != nil {
 		srv.Unmount()
 		return err
 	}
 	serveUntilUnmounted(ctx, srv, mnt, logTo)
-	if opts.ReadOnly {
+	if mf.ReadOnly {
 		return nil
 	}
-	return reportCommit(stdout, opts.JSON, "unmounted "+mnt, hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
+	return reportCommit(stdout, iopts.JSON, "unmounted "+mnt, hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
 }
 
 // mountPaths returns the absolute paths of IMAGE and MOUNTPOINT (an

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"log"
 
+	"github.com/sealfs/sealfs/cocoonfs"
 	"github.com/sealfs/sealfs/nvram"
 	nvramfuse "github.com/sealfs/sealfs/nvram/fusefs"
 	"github.com/spf13/cobra"
@@ -64,48 +64,16 @@ func runNvramMount(ctx context.Context, opts *nvramMountOptions, args []string, 
 	if err := nvram.NewDirectory().Put(&nvram.Entry{Name: "x", Type: opts.Type}); err != nil {
 		return usageError(err)
 	}
-	img, mnt, err := mountPaths(args)
-	if err != nil {
-		return err
-	}
-	logTo, closeLog, err := openServerLog(opts.Log, stderr)
-	if err != nil {
-		return err
-	}
-	defer closeLog()
-	release, err := lockImage(img, !opts.ReadOnly)
-	if err != nil {
-		return err
-	}
-	defer release()
-	f, closeFS, err := openForMount(&opts.imageOptions, img, opts.ReadOnly)
-	if err != nil {
-		return err
-	}
-	defer closeFS()
 	typ := opts.Type
-	srv, err := nvramfuse.Mount(f, mnt, nvramfuse.Options{
-		ReadOnly:   opts.ReadOnly,
-		FsName:     img,
-		AllowOther: opts.AllowOther,
-		Debug:      opts.Debug,
-		Logger:     log.New(logTo, "sealfs: ", log.LstdFlags),
-		Type:       func(string) string { return typ },
-	})
-	if err != nil {
-		return mountError(err)
-	}
-	mode := "read-write"
-	if opts.ReadOnly {
-		mode = "read-only"
-	}
-	if err := reportMounted(stdout, opts.JSON, img, mnt, mode); err != nil {
-		srv.Unmount()
-		return err
-	}
-	serveUntilUnmounted(ctx, srv, mnt, logTo)
-	if opts.ReadOnly {
-		return nil
-	}
-	return reportCommit(stdout, opts.JSON, "unmounted "+mnt, hex.EncodeToString(f.RootDigest()), f.UpdateCounter().String())
+	return serveImageMount(ctx, &opts.imageOptions, &opts.mountFlags, args, stdout, stderr,
+		func(f *cocoonfs.FS, img, mnt string, logger *log.Logger) (server, error) {
+			return nvramfuse.Mount(f, mnt, nvramfuse.Options{
+				ReadOnly:   opts.ReadOnly,
+				FsName:     img,
+				AllowOther: opts.AllowOther,
+				Debug:      opts.Debug,
+				Logger:     logger,
+				Type:       func(string) string { return typ },
+			})
+		})
 }
