@@ -22,7 +22,8 @@ func newLsCommand(g *globalOptions) *cobra.Command {
 		Long: `List the user files of IMAGE, one line each: inode number, flags in hex and
 size in bytes, separated by spaces, in increasing inode order. CocoonFS files
 have no names, only inode numbers; the low 8 bits of the flags belong to the
-application. Every file is decrypted and authenticated to learn its size.
+application. A file's size is learned from its last cipher blocks (read,
+authenticated and decrypted), whatever the file's size.
 ` + keyHelp,
 		Example: `  sealfs ls --key-file disk.key disk.img
   sealfs ls --json --key-file disk.key disk.img`,

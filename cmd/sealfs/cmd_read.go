@@ -30,8 +30,10 @@ func newReadCommand(g *globalOptions) *cobra.Command {
 		Use:   "read IMAGE INO",
 		Short: "Write a file's contents to stdout or a file",
 		Long: `Read inode INO (decimal, or hex with a 0x prefix) of IMAGE and write its
-contents to stdout, or to FILE with -o. The whole file is authenticated before
-the first byte is written, so output is never unverified data.
+contents to stdout, or to FILE with -o. The file is streamed in chunks, each
+authenticated before any of its bytes is written, so output is never
+unverified data; if a block fails authentication, standard output ends with
+the verified bytes before it and the exit status is 4.
 
 With -o, the contents go to a temporary file in FILE's directory that is
 renamed over FILE once complete: FILE is either left as it was or replaced
