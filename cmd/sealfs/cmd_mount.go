@@ -237,13 +237,21 @@ func lockImage(path string, exclusive bool) (func(), error) {
 	}
 	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, withCode(ExitError, fmt.Errorf("%s is in use: a 'sealfs mount', 'nvram mount' or 'tpm run' serves it, or another command is changing it", path))
+		switch {
+		case errors.Is(err, unix.EWOULDBLOCK):
+			return nil, withCode(ExitError, fmt.Errorf("%s %w: a 'sealfs mount', 'nvram mount' or 'tpm run' serves it, or another command is changing it", path, errImageInUse))
+		case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+			return nil, withCode(ExitError, fmt.Errorf("locking %s: %w: %w", path, errLockUnsupported, err))
 		}
 		return nil, withCode(ExitError, fmt.Errorf("locking %s: %w", path, err))
 	}
 	return func() { f.Close() }, nil
 }
+
+var (
+	errImageInUse      = errors.New("is in use")
+	errLockUnsupported = errors.New("the file system does not support locks")
+)
 
 // reportMounted prints the ready line.
 func reportMounted(w io.Writer, asJSON bool, img, mnt, mode string) error {

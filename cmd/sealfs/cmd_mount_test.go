@@ -271,6 +271,11 @@ func TestMountServe(t *testing.T) {
 			t.Fatalf("%s while mounted: exit %d: %s", args[0], code, stderr)
 		}
 	}
+	// A read waits for the lock a while, then refuses rather than see a
+	// commit half-way.
+	if code, _, stderr := run(t, "ls", "-k", key, img); code != ExitError || !strings.Contains(stderr, "in use") {
+		t.Fatalf("ls while mounted read-write: exit %d: %s", code, stderr)
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -296,6 +301,7 @@ func TestMountServe(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "45"), nil, 0o600); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("write on a read-only mount: %v", err)
 	}
+	mustRun(t, ExitOK, `^42 0x00 540000\n44 0x00 5\n$`, "ls", "-k", key, img) // reads share the lock
 	for _, s := range []struct {
 		p   *serverProc
 		mnt string

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"time"
 
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs"
@@ -81,8 +82,9 @@ func openDevice(path string) (*blockdev.File, error) {
 	return dev, withCode(ExitError, err)
 }
 
-// openFS loads the key, opens the image and wipes the key: cocoonfs.Open
-// derives its own keys and keeps no reference to ours.
+// openFS loads the key, opens the image read-only and wipes the key:
+// cocoonfs.Open derives its own keys and keeps no reference to ours. It
+// holds a shared lock on the image until closed (see lockImageForReading).
 func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 	key, err := o.Key.load()
 	if err != nil {
@@ -93,8 +95,13 @@ func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	release, err := lockImageForReading(path)
+	if err != nil {
+		return nil, nil, err
+	}
 	dev, err := openDevice(path)
 	if err != nil {
+		release()
 		return nil, nil, err
 	}
 	f, err := cocoonfs.Open(dev, key, opts)
@@ -103,9 +110,38 @@ func openFS(o *imageOptions, path string) (*cocoonfs.FS, func(), error) {
 	}
 	if err != nil {
 		dev.Close()
+		release()
 		return nil, nil, err
 	}
-	return f, func() { f.Close(); dev.Close() }, nil
+	return f, func() { f.Close(); dev.Close(); release() }, nil
+}
+
+// readLockWait is how long a reader waits for a command that is changing
+// the image to finish before it reports the image in use.
+const readLockWait = 2 * time.Second
+
+// lockImageForReading takes the image's lock shared, so a read never sees
+// an image half-way through a commit (which would look like tampering,
+// exit 4, or like a pending journal, exit 7). It waits up to readLockWait
+// for the lock, time enough for a command that changes the image to
+// finish, then reports the image in use (exit 1): a read-write mount or
+// tpm run holds the lock for as long as it serves. On a file system
+// without flock the image is read unlocked: reading never writes.
+func lockImageForReading(path string) (func(), error) {
+	deadline := time.Now().Add(readLockWait)
+	for {
+		release, err := lockImage(path, false)
+		if err == nil || !errors.Is(err, errImageInUse) {
+			if errors.Is(err, errLockUnsupported) {
+				return func() {}, nil
+			}
+			return release, err
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // openFSWritable opens an image read-write: a pending journal is replayed,
