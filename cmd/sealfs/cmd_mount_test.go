@@ -20,6 +20,7 @@ import (
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs"
 	"github.com/sealfs/sealfs/internal/fusemount"
+	"golang.org/x/sys/unix"
 )
 
 // server is a sealfs process serving a mount (mount, nvram mount, tpm run),
@@ -366,7 +367,7 @@ func TestMountCrash(t *testing.T) {
 				version++
 				ino := uint64(100 + r.IntN(30))
 				inflight.ino, inflight.version = ino, version
-				if err := os.WriteFile(filepath.Join(mnt, fmt.Sprint(ino)), contents(ino, version), 0o600); err != nil {
+				if err := writeThroughMount(filepath.Join(mnt, fmt.Sprint(ino)), contents(ino, version)); err != nil {
 					return // the server is gone
 				}
 				closed[ino] = version
@@ -416,6 +417,27 @@ func TestMountCrash(t *testing.T) {
 		closeFS()
 		t.Logf("round %d: killed after %v; %d files, %d versions written", round, killAfter, n, version)
 	}
+}
+
+// writeThroughMount is os.WriteFile for a file that must be on a FUSE
+// mount: once the dead mount is detached, the same path names the empty
+// directory beneath, where a write would succeed and be taken for a close
+// through the mount that returned.
+func writeThroughMount(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != unix.FUSE_SUPER_MAGIC {
+		f.Close()
+		return fmt.Errorf("%s is not on the mount any more (%v)", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // openImageRO opens an image read-only with the library.
