@@ -56,5 +56,8 @@
 // image, done before the TPM answers the command that changed the state,
 // so the image always holds the state of the last completed command, and
 // no plaintext copy of the state exists outside the process. StateEntryType
-// types the files swtpm writes; its .lock file lives in memory only.
+// types the files swtpm writes; its .lock file lives in memory only. swtpm
+// listens on loopback TCP ports (tpm2-tools' swtpm TCTI), or takes control
+// commands on a Unix socket (RunOptions.CtrlSocket), through which QEMU's
+// tpm-emulator backend passes it the TPM command channel.
 package tpm

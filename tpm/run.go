@@ -50,6 +50,13 @@ type RunOptions struct {
 	// ServerPort and CtrlPort are the TCP ports on 127.0.0.1 where swtpm
 	// takes TPM commands and control commands.
 	ServerPort, CtrlPort int
+	// CtrlSocket, instead of CtrlPort, is the path of a Unix socket for the
+	// control channel: what QEMU's tpm-emulator backend needs (-chardev
+	// socket,path=CtrlSocket), since it passes the TPM command channel to
+	// swtpm as a file descriptor over it (CMD_SET_DATAFD). ServerPort is
+	// then optional. A socket a killed run left at the path is replaced;
+	// one that something listens on is refused.
+	CtrlSocket string
 	// ExtraArgs are appended to swtpm's command line.
 	ExtraArgs []string
 	// Swtpm is the swtpm program; default "swtpm" from $PATH.
@@ -95,8 +102,8 @@ func Run(ctx context.Context, fsys *cocoonfs.FS, opts *RunOptions) (err error) {
 	if opts == nil || opts.StateDir == "" {
 		return fmt.Errorf("tpm: Run needs a state directory: %w", fs.ErrInvalid)
 	}
-	if opts.ServerPort <= 0 || opts.ServerPort > 65535 || opts.CtrlPort <= 0 || opts.CtrlPort > 65535 || opts.ServerPort == opts.CtrlPort {
-		return fmt.Errorf("tpm: ports %d and %d: want two different TCP ports: %w", opts.ServerPort, opts.CtrlPort, fs.ErrInvalid)
+	if err := checkChannels(opts); err != nil {
+		return err
 	}
 	store, err := nvram.Open(fsys, &nvram.Options{Create: true})
 	if err != nil {
@@ -140,16 +147,30 @@ func Run(ctx context.Context, fsys *cocoonfs.FS, opts *RunOptions) (err error) {
 		}
 	}()
 
-	args := []string{"socket", "--tpm2", "--tpmstate", "dir=" + opts.StateDir,
-		"--server", "type=tcp,port=" + strconv.Itoa(opts.ServerPort) + ",bindaddr=127.0.0.1",
-		"--ctrl", "type=tcp,port=" + strconv.Itoa(opts.CtrlPort) + ",bindaddr=127.0.0.1",
-		"--flags", "not-need-init,startup-clear"}
+	args := []string{"socket", "--tpm2", "--tpmstate", "dir=" + opts.StateDir}
+	var listening []endpoint
+	if opts.CtrlSocket != "" {
+		if err := removeStaleSocket(opts.CtrlSocket); err != nil {
+			return err
+		}
+		defer removeStaleSocket(opts.CtrlSocket)
+		args = append(args, "--ctrl", "type=unixio,path="+opts.CtrlSocket)
+		listening = append(listening, endpoint{"unix", opts.CtrlSocket})
+	} else {
+		args = append(args, "--ctrl", "type=tcp,port="+strconv.Itoa(opts.CtrlPort)+",bindaddr=127.0.0.1")
+		listening = append(listening, endpoint{"tcp", localPort(opts.CtrlPort)})
+	}
+	if opts.ServerPort != 0 {
+		args = append(args, "--server", "type=tcp,port="+strconv.Itoa(opts.ServerPort)+",bindaddr=127.0.0.1")
+		listening = append(listening, endpoint{"tcp", localPort(opts.ServerPort)})
+	}
+	args = append(args, "--flags", "not-need-init,startup-clear")
 	args = append(args, opts.ExtraArgs...)
 	p, err := launchSwtpm(swtpm, args, opts.Output)
 	if err != nil {
 		return fmt.Errorf("tpm: starting swtpm: %w", err)
 	}
-	if err := waitListening(ctx, p, opts.CtrlPort, opts.ServerPort); err != nil {
+	if err := waitListening(ctx, p, listening...); err != nil {
 		p.stop(opts.StopTimeout)
 		return err
 	}
@@ -183,13 +204,57 @@ func removeTemporaries(ctx context.Context, store *nvram.Store, d *nvram.Directo
 	return store.Remove(ctx, stale...)
 }
 
-// waitListening waits until swtpm accepts connections on both ports.
-func waitListening(ctx context.Context, p *swtpmProc, ports ...int) error {
+// checkChannels checks the ports and socket Run is to give swtpm.
+func checkChannels(opts *RunOptions) error {
+	validPort := func(p int) bool { return p > 0 && p <= 65535 }
+	switch {
+	case opts.CtrlSocket != "" && opts.CtrlPort != 0:
+		return fmt.Errorf("tpm: a control port and a control socket: want one: %w", fs.ErrInvalid)
+	case opts.CtrlSocket != "":
+		if opts.ServerPort != 0 && !validPort(opts.ServerPort) {
+			return fmt.Errorf("tpm: server port %d: want a TCP port: %w", opts.ServerPort, fs.ErrInvalid)
+		}
+	case !validPort(opts.ServerPort) || !validPort(opts.CtrlPort) || opts.ServerPort == opts.CtrlPort:
+		return fmt.Errorf("tpm: ports %d and %d: want two different TCP ports: %w", opts.ServerPort, opts.CtrlPort, fs.ErrInvalid)
+	}
+	return nil
+}
+
+// removeStaleSocket removes a Unix socket at path that nothing listens on
+// (a killed run's); anything else at path is an error.
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tpm: control socket: %w", err)
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("tpm: control socket %s: %w (and is not a socket)", path, fs.ErrExist)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("tpm: control socket %s: something listens on it: %w", path, fs.ErrExist)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("tpm: control socket: %w", err)
+	}
+	return nil
+}
+
+// endpoint is where swtpm is to listen.
+type endpoint struct{ network, addr string }
+
+func localPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// waitListening waits until swtpm accepts connections on every endpoint.
+func waitListening(ctx context.Context, p *swtpmProc, endpoints ...endpoint) error {
 	deadline := time.Now().Add(30 * time.Second)
-	for _, port := range ports {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for _, e := range endpoints {
+		addr := e.addr
 		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
+			c, err := net.DialTimeout(e.network, addr, time.Second)
 			if err == nil {
 				c.Close()
 				break

@@ -35,6 +35,9 @@ func TestRunRefusals(t *testing.T) {
 		{&RunOptions{StateDir: dir, ServerPort: 2321, CtrlPort: 2321}, fs.ErrInvalid},
 		{&RunOptions{StateDir: dir, ServerPort: 2321, CtrlPort: 70000}, fs.ErrInvalid},
 		{&RunOptions{StateDir: dir, ServerPort: 2321, CtrlPort: 2322}, ErrNoState},
+		{&RunOptions{StateDir: dir, CtrlPort: 2322, CtrlSocket: dir + "/ctrl"}, fs.ErrInvalid},
+		{&RunOptions{StateDir: dir, ServerPort: 70000, CtrlSocket: dir + "/ctrl"}, fs.ErrInvalid},
+		{&RunOptions{StateDir: dir, CtrlSocket: dir + "/ctrl"}, ErrNoState},
 	} {
 		if err := Run(context.Background(), f, c.opts); !errors.Is(err, c.want) {
 			t.Errorf("Run(%+v) = %v, want %v", c.opts, err, c.want)

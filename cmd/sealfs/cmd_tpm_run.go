@@ -23,6 +23,7 @@ type tpmRunOptions struct {
 	imageOptions
 	ServerPort int
 	CtrlPort   int
+	CtrlUnix   string
 	StateDir   string
 	Log        string
 }
@@ -32,8 +33,12 @@ foreground, until SIGINT, SIGTERM or SIGHUP, or until swtpm stops (for
 example 'swtpm_ioctl --tcp 127.0.0.1:CTRL -s'). swtpm listens on 127.0.0.1:
 TPM commands on --server-port (TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=P),
 control commands on --ctrl-port (tpm2-tools' swtpm TCTI expects it at the
-server port + 1). Arguments after -- are added to swtpm's
-command line. A line on stdout says when the TPM is ready; when it stops,
+server port + 1). For QEMU, give --ctrl-unix PATH instead of --ctrl-port: a
+Unix socket for the control channel, over which QEMU's tpm-emulator backend
+passes the TPM command channel (-chardev socket,id=chrtpm,path=PATH
+-tpmdev emulator,id=tpm0,chardev=chrtpm); --server-port is then optional. A
+socket a killed run left at PATH is replaced. Arguments after -- are added
+to swtpm's command line. A line on stdout says when the TPM is ready; when it stops,
 the image's new root digest and update counter are printed.
 
 swtpm keeps its state in a private FUSE mount of the store (mode 0700,
@@ -55,17 +60,21 @@ image is locked while the TPM runs. Needs swtpm, /dev/fuse and fusermount3.
 func newTpmRunCommand(g *globalOptions) *cobra.Command {
 	opts := &tpmRunOptions{}
 	cmd := &cobra.Command{
-		Use:   "run IMAGE --server-port P --ctrl-port C [-- SWTPM-ARGS...]",
+		Use:   "run IMAGE (--server-port P --ctrl-port C | --ctrl-unix PATH [--server-port P]) [-- SWTPM-ARGS...]",
 		Short: "Run swtpm on the TPM state in the image, every state change committed before it answers",
 		Long:  tpmRunLong,
 		Example: `  sealfs tpm run -k disk.key disk.img --server-port 2321 --ctrl-port 2322 &
   TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=2321 tpm2_getcap properties-fixed
-  sealfs tpm run -k disk.key disk.img --server-port 2321 --ctrl-port 2322 -- --log level=5`,
+  sealfs tpm run -k disk.key disk.img --server-port 2321 --ctrl-port 2322 -- --log level=5
+  sealfs tpm run -k disk.key disk.img --ctrl-unix /run/vm1/swtpm-sock &
+  qemu-system-x86_64 ... -chardev socket,id=chrtpm,path=/run/vm1/swtpm-sock \
+      -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0`,
 	}
 	opts.imageOptions.AddFlags(cmd.Flags())
 	f := cmd.Flags()
-	f.IntVar(&opts.ServerPort, "server-port", 0, "TCP `PORT` on 127.0.0.1 for TPM commands (required)")
-	f.IntVar(&opts.CtrlPort, "ctrl-port", 0, "TCP `PORT` on 127.0.0.1 for control commands (required)")
+	f.IntVar(&opts.ServerPort, "server-port", 0, "TCP `PORT` on 127.0.0.1 for TPM commands (required with --ctrl-port)")
+	f.IntVar(&opts.CtrlPort, "ctrl-port", 0, "TCP `PORT` on 127.0.0.1 for control commands")
+	f.StringVar(&opts.CtrlUnix, "ctrl-unix", "", "Unix socket `PATH` for control commands, instead of --ctrl-port (QEMU's -chardev socket,path=PATH)")
 	f.StringVar(&opts.StateDir, "state-dir", "", "mount the state for swtpm on `DIR` (an empty directory; default: a private directory derived from IMAGE's path)")
 	f.StringVar(&opts.Log, "log", "", "append swtpm's output and the state mount's messages to `FILE` (default: stderr)")
 	cmd.RunE = runE(g, &opts.imageOptions, func(cmd *cobra.Command, args []string) error {
@@ -83,20 +92,34 @@ func runTpmRun(ctx context.Context, opts *tpmRunOptions, args, extra []string, s
 	if err := needArgs(args, "IMAGE"); err != nil {
 		return err
 	}
-	if opts.ServerPort == 0 || opts.CtrlPort == 0 {
-		return usageErrorf("--server-port and --ctrl-port are required")
+	ports := []int{opts.ServerPort, opts.CtrlPort}
+	switch {
+	case opts.CtrlUnix != "" && opts.CtrlPort != 0:
+		return usageErrorf("give --ctrl-port or --ctrl-unix, not both")
+	case opts.CtrlUnix != "":
+		ports = ports[:0]
+		if opts.ServerPort != 0 {
+			ports = append(ports, opts.ServerPort)
+		}
+	case opts.ServerPort == 0 || opts.CtrlPort == 0:
+		return usageErrorf("--server-port and --ctrl-port are required (or --ctrl-unix)")
+	case opts.ServerPort == opts.CtrlPort:
+		return usageErrorf("--server-port and --ctrl-port must differ")
 	}
-	for _, p := range []int{opts.ServerPort, opts.CtrlPort} {
+	for _, p := range ports {
 		if p < 1 || p > 65535 {
 			return usageErrorf("port %d: want 1 to 65535", p)
 		}
 	}
-	if opts.ServerPort == opts.CtrlPort {
-		return usageErrorf("--server-port and --ctrl-port must differ")
-	}
 	img, err := filepath.Abs(args[0])
 	if err != nil {
 		return withCode(ExitError, err)
+	}
+	ctrlUnix := opts.CtrlUnix
+	if ctrlUnix != "" {
+		if ctrlUnix, err = filepath.Abs(ctrlUnix); err != nil {
+			return withCode(ExitError, err)
+		}
 	}
 	logTo, closeLog, err := openServerLog(opts.Log, stderr)
 	if err != nil {
@@ -147,12 +170,13 @@ func runTpmRun(ctx context.Context, opts *tpmRunOptions, args, extra []string, s
 		StateDir:   dir,
 		ServerPort: opts.ServerPort,
 		CtrlPort:   opts.CtrlPort,
+		CtrlSocket: ctrlUnix,
 		ExtraArgs:  extra,
 		FsName:     img,
 		Output:     logTo,
 		Logger:     log.New(logTo, "sealfs: ", log.LstdFlags),
 		Ready: func() {
-			readyErr = reportTpmReady(stdout, opts.JSON, img, dir, opts.ServerPort, opts.CtrlPort)
+			readyErr = reportTpmReady(stdout, opts.JSON, img, dir, opts.ServerPort, opts.CtrlPort, ctrlUnix)
 		},
 	})
 	switch {
@@ -214,16 +238,24 @@ func detachDead(dir string) error {
 	return nil
 }
 
-func reportTpmReady(w io.Writer, asJSON bool, img, dir string, server, ctrl int) error {
+func reportTpmReady(w io.Writer, asJSON bool, img, dir string, server, ctrl int, ctrlUnix string) error {
 	if asJSON {
 		return writeJSON(w, struct {
 			Result     string `json:"result"`
 			Image      string `json:"image"`
 			StateDir   string `json:"state_dir"`
-			ServerPort int    `json:"server_port"`
-			CtrlPort   int    `json:"ctrl_port"`
-		}{"running", img, dir, server, ctrl})
+			ServerPort int    `json:"server_port,omitempty"`
+			CtrlPort   int    `json:"ctrl_port,omitempty"`
+			CtrlUnix   string `json:"ctrl_unix,omitempty"`
+		}{"running", img, dir, server, ctrl, ctrlUnix})
 	}
-	_, err := fmt.Fprintf(w, "TPM running on 127.0.0.1:%d (control 127.0.0.1:%d), state in %s (mounted on %s); stop with Ctrl-C or SIGTERM\n", server, ctrl, img, dir)
+	where := fmt.Sprintf("127.0.0.1:%d (control 127.0.0.1:%d)", server, ctrl)
+	switch {
+	case ctrlUnix != "" && server != 0:
+		where = fmt.Sprintf("127.0.0.1:%d (control %s)", server, ctrlUnix)
+	case ctrlUnix != "":
+		where = "control socket " + ctrlUnix
+	}
+	_, err := fmt.Fprintf(w, "TPM running on %s, state in %s (mounted on %s); stop with Ctrl-C or SIGTERM\n", where, img, dir)
 	return err
 }

@@ -274,6 +274,7 @@ func TestTpmRunRefusals(t *testing.T) {
 		{[]string{"tpm", "run", "-k", key, img, "--server-port", p}, ExitUsage, "--ctrl-port are required"},
 		{[]string{"tpm", "run", "-k", key, img, "--server-port", p, "--ctrl-port", p}, ExitUsage, "must differ"},
 		{[]string{"tpm", "run", "-k", key, img, "--server-port", "70000", "--ctrl-port", c}, ExitUsage, "1 to 65535"},
+		{[]string{"tpm", "run", "-k", key, img, "--ctrl-port", c, "--ctrl-unix", filepath.Join(xdg, "ctrl")}, ExitUsage, "not both"},
 	} {
 		code, stdout, stderr := run(t, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.msg) || stdout != "" {
@@ -294,6 +295,42 @@ func TestTpmRunRefusals(t *testing.T) {
 	code, _, stderr := run(t, "tpm", "run", "-k", key, img, "--server-port", p, "--ctrl-port", c)
 	if code != ExitError || !strings.Contains(stderr, "swtpm exited") {
 		t.Errorf("port in use: exit %d: %s", code, stderr)
+	}
+	if m := tpmMounts(t, img); len(m) != 0 {
+		t.Errorf("left mounted: %v", m)
+	}
+}
+
+// TestTpmRunControlSocket runs `sealfs tpm run --ctrl-unix` (QEMU's way to
+// reach swtpm; the tpm package's test passes the command channel over it
+// as QEMU does): ready on the socket, stopped by SIGTERM with the final
+// report, the socket removed.
+func TestTpmRunControlSocket(t *testing.T) {
+	needFUSE(t)
+	testutil.RequireTool(t, "swtpm")
+	testutil.RequireTool(t, "swtpm_setup")
+	img, key := newKeyedImage(t)
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	mustRun(t, ExitOK, `manufactured`, "tpm", "manufacture", "-k", key, "--temp-dir", t.TempDir(), img)
+	sock := filepath.Join(t.TempDir(), "swtpm-sock")
+	p, ready := startServer(t, "", "tpm", "run", "-k", key, img, "--ctrl-unix", sock)
+	if !strings.HasPrefix(ready, "TPM running on control socket "+sock+", state in "+img) {
+		t.Fatalf("ready line: %q", ready)
+	}
+	if st, err := os.Lstat(sock); err != nil || st.Mode().Type() != os.ModeSocket {
+		t.Fatalf("control socket: %v", err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != ExitOK {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, p.stderr)
+	}
+	if rest := p.rest(); !strings.Contains(rest, "stopped the TPM") {
+		t.Fatalf("no final report: %q", rest)
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
 	}
 	if m := tpmMounts(t, img); len(m) != 0 {
 		t.Errorf("left mounted: %v", m)
