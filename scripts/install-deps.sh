@@ -31,6 +31,7 @@ declare -A tools=(
 	[tpm2_nvdefine]=tpm2-tools
 	[tpm2_nvwrite]=tpm2-tools
 	[tpm2_readpublic]=tpm2-tools
+	[qemu-system-x86_64]=qemu-system-x86
 )
 
 # shared library (soname) -> Debian package, for what is loaded rather than run:

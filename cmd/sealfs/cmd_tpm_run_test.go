@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -335,4 +337,52 @@ func TestTpmRunControlSocket(t *testing.T) {
 	if m := tpmMounts(t, img); len(m) != 0 {
 		t.Errorf("left mounted: %v", m)
 	}
+}
+
+// TestTpmRunQEMU gives `sealfs tpm run --ctrl-unix` to QEMU's tpm-emulator
+// backend, the real client: QEMU starts only if swtpm took the command
+// channel over the socket (with --ctrl-port it fails: "Failed to send
+// CMD_SET_DATAFD"); the guest's firmware runs a few seconds, talking to the
+// TPM, and then QEMU quits; the TPM keeps running and stops cleanly.
+func TestTpmRunQEMU(t *testing.T) {
+	needFUSE(t)
+	for _, tool := range []string{"swtpm", "swtpm_setup", "qemu-system-x86_64"} {
+		testutil.RequireTool(t, tool)
+	}
+	img, key := newKeyedImage(t)
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	mustRun(t, ExitOK, `manufactured`, "tpm", "manufacture", "-k", key, "--temp-dir", t.TempDir(), img)
+	sock := filepath.Join(t.TempDir(), "swtpm-sock")
+	p, _ := startServer(t, "", "tpm", "run", "-k", key, img, "--ctrl-unix", sock)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", "-nographic", "-nodefaults", "-machine", "q35", "-m", "64",
+		"-chardev", "socket,id=chrtpm,path="+sock,
+		"-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+		"-monitor", "stdio")
+	in, err := qemu.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	qemu.Stdout, qemu.Stderr = &out, &out
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // the firmware finds the TPM and uses it
+	io.WriteString(in, "info tpm\nquit\n")
+	if err := qemu.Wait(); err != nil {
+		t.Fatalf("qemu: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "type=emulator,chardev=chrtpm") {
+		t.Fatalf("qemu does not list the TPM:\n%s", out.String())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != ExitOK {
+		t.Fatalf("tpm run: exit %d after QEMU quit and SIGTERM:\n%s", code, p.stderr)
+	}
+	mustRun(t, ExitOK, `status: +ok`, "verify", "-k", key, img)
 }
