@@ -296,33 +296,60 @@ func mustHash(d digest.Digest) hash.Hash {
 	return h
 }
 
-// verifyingReader hashes a local blob as it is uploaded and fails the read
-// that reaches its end if the bytes are not what the descriptor says, so
-// the upload is aborted before the registry commits it.
+// verifyingReader hashes a local blob as it is uploaded and checks it
+// before its last bytes leave: the read that completes the blob returns
+// them only if the blob matches its descriptor and has nothing more, and
+// fails without them otherwise, so the registry never receives a whole
+// upload to commit (or to answer with its own error first, which would
+// race with ours).
 type verifyingReader struct {
 	r    io.Reader
 	c    io.Closer
 	desc ocispec.Descriptor
 	h    hash.Hash
 	n    int64
+	done bool
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.done {
+		return 0, io.EOF
+	}
 	k, err := v.r.Read(p)
 	v.h.Write(p[:k])
 	v.n += int64(k)
 	if v.n > v.desc.Size {
-		return k, fmt.Errorf("local blob %s is longer than its %d bytes: %w", v.desc.Digest, v.desc.Size, errs.ErrAuthentication)
+		return 0, v.tooLong()
 	}
-	if err == io.EOF {
-		if v.n != v.desc.Size {
-			return k, fmt.Errorf("local blob %s has %d bytes, %d expected: %w", v.desc.Digest, v.n, v.desc.Size, errs.ErrAuthentication)
+	if err != nil && err != io.EOF {
+		return k, err
+	}
+	if v.n < v.desc.Size {
+		if err == io.EOF {
+			return 0, fmt.Errorf("local blob %s has %d bytes, %d expected: %w", v.desc.Digest, v.n, v.desc.Size, errs.ErrAuthentication)
 		}
-		if sum := digest.NewDigest(v.desc.Digest.Algorithm(), v.h); sum != v.desc.Digest {
-			return k, fmt.Errorf("local blob %s does not match its name (its digest is %s): %w", v.desc.Digest, sum, errs.ErrAuthentication)
+		return k, nil
+	}
+	// The blob is complete: nothing may follow, and it must match.
+	if err == nil {
+		var one [1]byte
+		m, err := io.ReadFull(v.r, one[:])
+		if m > 0 {
+			return 0, v.tooLong()
+		}
+		if err != io.EOF {
+			return 0, err
 		}
 	}
-	return k, err
+	if sum := digest.NewDigest(v.desc.Digest.Algorithm(), v.h); sum != v.desc.Digest {
+		return 0, fmt.Errorf("local blob %s does not match its name (its digest is %s): %w", v.desc.Digest, sum, errs.ErrAuthentication)
+	}
+	v.done = true
+	return k, nil
+}
+
+func (v *verifyingReader) tooLong() error {
+	return fmt.Errorf("local blob %s is longer than its %d bytes: %w", v.desc.Digest, v.desc.Size, errs.ErrAuthentication)
 }
 
 func (v *verifyingReader) Close() error { return v.c.Close() }
