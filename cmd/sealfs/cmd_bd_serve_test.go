@@ -25,28 +25,10 @@ import (
 	"github.com/sealfs/sealfs/nbd/nbdtest"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while the command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // bdServer is a running `sealfs bd serve`.
 type bdServer struct {
 	addr           string
-	stdout, stderr *syncBuffer
+	stdout, stderr *testutil.SyncBuffer
 	stop           func() (int, string) // exit code and stdout
 }
 
@@ -56,7 +38,7 @@ var listenRE = regexp.MustCompile(`listening on (\S+)`)
 // until stop (which cancels it like SIGINT would) or the test's end.
 func startBdServe(t *testing.T, args ...string) *bdServer {
 	t.Helper()
-	s := &bdServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	s := &bdServer{stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

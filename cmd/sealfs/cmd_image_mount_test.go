@@ -64,20 +64,6 @@ func runSealfs(t testing.TB, args ...string) (int, string) {
 	return 0, string(out)
 }
 
-// needFUSE skips without /dev/fuse or fusermount3, except under CI=true.
-func needFUSE(t testing.TB) {
-	t.Helper()
-	testutil.RequireTool(t, "fusermount3")
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("/dev/fuse is not usable; under CI=true FUSE is required: %v", err)
-		}
-		t.Skipf("/dev/fuse is not usable; skipping the FUSE mount: %v", err)
-	}
-	f.Close()
-}
-
 // mounted reports whether path is a mount point in /proc/self/mountinfo
 // (paths the tests use have no characters mountinfo escapes).
 func mounted(t testing.TB, path string) bool {
@@ -225,7 +211,7 @@ func flipByte(t testing.TB, path string, off int) {
 // TestImageMountBackground: the default mode returns once the mount
 // serves; umount ends the mount and the server.
 func TestImageMountBackground(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	vec := puzzleVectors(t)
 	mnt := newMountpoint(t)
 	if code, out := runSealfs(t, "image", "mount", "--digest", puzzleDigestV1, filepath.Join(vec, "oci")+":v1", mnt); code != 0 {
@@ -253,7 +239,7 @@ func TestImageMountBackground(t *testing.T) {
 // TestImageMountLog: a background server writes its read failures to
 // --log: EIO for the tampered chunk, named by digest.
 func TestImageMountLog(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	oci := filepath.Join(t.TempDir(), "oci")
 	if err := os.CopyFS(oci, os.DirFS(filepath.Join(puzzleVectors(t), "oci"))); err != nil {
 		t.Fatal(err)
@@ -286,7 +272,7 @@ func TestImageMountLog(t *testing.T) {
 // TestImageMountForeground: --foreground serves until SIGTERM, then
 // unmounts and exits 0.
 func TestImageMountForeground(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	vec := puzzleVectors(t)
 	mnt := newMountpoint(t)
 	cmd := exec.Command(sealfsBinary(t), "image", "mount", "--foreground", filepath.Join(vec, "oci")+":v2", mnt)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/image"
+	"github.com/sealfs/sealfs/internal/testutil"
 	"github.com/sealfs/sealfs/registry"
 	"github.com/sealfs/sealfs/registry/registrytest"
 )
@@ -334,7 +335,7 @@ func mustBlobLayer(t *testing.T, srv *registrytest.Server, repo, tag string) str
 // files right, fetches only what is read into the cache, and gives EIO for
 // a chunk altered in the registry, which is never cached.
 func TestImageMountRegistry(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	srv := registrytest.Start(t, registrytest.Options{Auth: true})
 	work := t.TempDir()
 	oci := filepath.Join(work, "oci")

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/sealfs/sealfs/blockdev"
 	"github.com/sealfs/sealfs/cocoonfs"
 	"github.com/sealfs/sealfs/internal/fusemount"
+	"github.com/sealfs/sealfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,26 +28,9 @@ import (
 type serverProc struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
-	stderr *syncBuf
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error // after done
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startServer runs sealfs args in a new process group and waits for its
@@ -73,7 +56,7 @@ func startServerEnv(t *testing.T, mnt string, env []string, args ...string) (*se
 	}
 	t.Cleanup(func() { out.Close() })
 	cmd.Stdout = w
-	p := &serverProc{cmd: cmd, stdout: bufio.NewReader(out), stderr: &syncBuf{}, done: make(chan struct{})}
+	p := &serverProc{cmd: cmd, stdout: bufio.NewReader(out), stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	err = cmd.Start()
 	w.Close()
@@ -241,7 +224,7 @@ func mustReadFile(t testing.TB, p string) []byte {
 // it are in the image, a second server on the image is refused, SIGTERM
 // unmounts and prints the new root digest.
 func TestMountServe(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	img, key := newKeyedImage(t)
 	mnt := newMountpoint(t)
 	p, ready := startServer(t, mnt, "mount", "-k", key, img, mnt)
@@ -322,7 +305,7 @@ func TestMountServe(t *testing.T) {
 // may also hold its new contents, never anything else) and that the image
 // verifies. make test runs a few rounds; SEALFS_LONG=1 many.
 func TestMountCrash(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	rounds := 3
 	if os.Getenv("SEALFS_LONG") != "" {
 		rounds = 25

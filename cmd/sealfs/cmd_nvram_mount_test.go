@@ -7,13 +7,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sealfs/sealfs/internal/testutil"
 )
 
 // TestNvramMount serves a store as a process: a file written and renamed
 // over an entry replaces it, new entries get --type, an entry written by a
 // newer version is listed but unreadable, and fusermount3 -u stops it.
 func TestNvramMount(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	img, key := newKeyedImage(t)
 	file := writeTemp(t, "vars", []byte("first"))
 	mustRun(t, ExitOK, ``, "nvram", "put", "-k", key, img, "OVMF_VARS.fd", file, "--type", "uefi-vars", "--attr", "origin=installer")

@@ -53,7 +53,7 @@ type tpmRun struct {
 
 func newTpmRun(t *testing.T) *tpmRun {
 	t.Helper()
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_localca", "tpm2_createprimary", "tpm2_evictcontrol", "tpm2_readpublic", "tpm2_nvdefine", "tpm2_nvwrite", "tpm2_nvread"} {
 		testutil.RequireTool(t, tool)
 	}
@@ -257,7 +257,7 @@ func TestTpmRunKillLoop(t *testing.T) {
 // TestTpmRunRefusals: a wrong key, an image without TPM state, bad ports
 // and a port in use are refused, and nothing stays mounted or running.
 func TestTpmRunRefusals(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	testutil.RequireTool(t, "swtpm")
 	img, key := newKeyedImage(t)
 	wrong := keyFile(t, bytes.Repeat([]byte{7}, 32)...)
@@ -308,7 +308,7 @@ func TestTpmRunRefusals(t *testing.T) {
 // as QEMU does): ready on the socket, stopped by SIGTERM with the final
 // report, the socket removed.
 func TestTpmRunControlSocket(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	testutil.RequireTool(t, "swtpm")
 	testutil.RequireTool(t, "swtpm_setup")
 	img, key := newKeyedImage(t)
@@ -345,7 +345,7 @@ func TestTpmRunControlSocket(t *testing.T) {
 // CMD_SET_DATAFD"); the guest's firmware runs a few seconds, talking to the
 // TPM, and then QEMU quits; the TPM keeps running and stops cleanly.
 func TestTpmRunQEMU(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	for _, tool := range []string{"swtpm", "swtpm_setup", "qemu-system-x86_64"} {
 		testutil.RequireTool(t, tool)
 	}
@@ -365,7 +365,7 @@ func TestTpmRunQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuf
+	var out testutil.SyncBuffer
 	qemu.Stdout, qemu.Stderr = &out, &out
 	if err := qemu.Start(); err != nil {
 		t.Fatal(err)

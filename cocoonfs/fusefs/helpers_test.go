@@ -1,12 +1,10 @@
 package fusefs
 
 import (
-	"bytes"
 	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,56 +12,23 @@ import (
 	"github.com/sealfs/sealfs/internal/testutil"
 )
 
-// needFUSE skips the test without /dev/fuse or fusermount3, except under
-// CI=true, where they are required.
-func needFUSE(t testing.TB) {
-	t.Helper()
-	testutil.RequireTool(t, "fusermount3")
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("/dev/fuse is not usable; under CI=true FUSE is required: %v", err)
-		}
-		t.Skipf("/dev/fuse is not usable; skipping the FUSE mount: %v", err)
-	}
-	f.Close()
-}
-
-// syncBuffer is a log sink tests read while the server may write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // mounted is a test mount.
 type mounted struct {
 	dir  string
 	srv  *Server
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 // mountFS mounts fsys on a fresh directory; the mount is undone when the
 // test ends, pass or fail (lazily if the test left it busy).
 func mountFS(t testing.TB, f *cocoonfs.FS, opts Options) *mounted {
 	t.Helper()
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	if opts.Logger == nil {
 		opts.Logger = log.New(logs, "", 0)
 	}

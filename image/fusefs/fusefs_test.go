@@ -44,7 +44,7 @@ var mountCases = []mountCase{
 // attributes against a real kernel file system holding the same tree
 // (mode, nlink, size) and against the image metadata (inode numbers).
 func TestMountVectors(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	diff := testutil.RequireTool(t, "diff")
 	for _, c := range mountCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -144,7 +144,7 @@ func compareAttrs(t *testing.T, rel, want, got string, ino uint64) {
 // TestHardLinkAndXattrs checks the hard link, the symlink and the xattr of
 // the vectors by their stated values.
 func TestHardLinkAndXattrs(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt, _, _ := mountImage(t, openImage(t, filepath.Join(vectors(t), "oci"), "v1", digestV1), Options{})
 	hello := filepath.Join(mnt, "hello.txt")
 
@@ -202,7 +202,7 @@ func TestHardLinkAndXattrs(t *testing.T) {
 // TestWhiteout: v2 deletes empty with a whiteout over v1; no operation may
 // find it.
 func TestWhiteout(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt, _, _ := mountImage(t, openImage(t, filepath.Join(vectors(t), "oci"), "v2", digestV2), Options{})
 	if _, err := os.Lstat(filepath.Join(mnt, "empty")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Lstat(empty) = %v, want ErrNotExist", err)
@@ -225,7 +225,7 @@ func TestWhiteout(t *testing.T) {
 // chunk fail with EIO, logged once with its digest; everything else
 // (including the file's other chunks) still reads.
 func TestTamperedChunk(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	// In oci:v1 blob 7c3b641c… is random.bin's second chunk, bytes
 	// 220389..246693, and nothing else's (vectors decoded/oci_v1).
 	const bad = "7c3b641c4646ac642222e67870e456414d4fdcbde77e525f9e61d12c77f01f8b"
@@ -286,7 +286,7 @@ func TestTamperedChunk(t *testing.T) {
 // which the chain does cover, serves; a sha256-only mount of v3 reads (see
 // TestMountVectors).
 func TestV3Verity(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt, _, logs := mountImage(t, openImage(t, filepath.Join(vectors(t), "oci-compressed-tree1"), "v3", digestV3), Options{})
 	if _, err := os.ReadFile(filepath.Join(mnt, "hello.txt")); !errors.Is(err, syscall.EIO) {
 		t.Errorf("ReadFile(hello.txt) = %v, want EIO", err)
@@ -308,7 +308,7 @@ func TestV3Verity(t *testing.T) {
 // TestReadOnly: every way of changing the tree fails with EROFS, and the
 // mount is listed read-only with its name.
 func TestReadOnly(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt, _, _ := mountImage(t, openImage(t, filepath.Join(vectors(t), "oci"), "v1", ""), Options{FsName: "oci:v1", Name: "sealfs"})
 	hello := filepath.Join(mnt, "hello.txt")
 	open := func(flag int) func() error {
@@ -361,7 +361,7 @@ func TestReadOnly(t *testing.T) {
 // TestStatfs: statfs answers for the mount, read-only, with the image's
 // totals.
 func TestStatfs(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt, _, _ := mountImage(t, openImage(t, filepath.Join(vectors(t), "oci"), "v1", ""), Options{})
 	var st unix.Statfs_t
 	if err := unix.Statfs(mnt, &st); err != nil {
@@ -382,7 +382,7 @@ func TestStatfs(t *testing.T) {
 // reads at odd offsets, and compares with the source (and, under -race,
 // checks the server for races).
 func TestConcurrentReads(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	want, err := os.ReadFile(filepath.Join(vectors(t), "src", "tree1", "random.bin"))
 	if err != nil {
 		t.Fatal(err)
@@ -420,7 +420,7 @@ func TestConcurrentReads(t *testing.T) {
 // the server; a second time, or on a plain directory, it is
 // ErrNotMounted.
 func TestUnmount(t *testing.T) {
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "a mount point")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"bytes"
 	"io"
 	"io/fs"
 	"log"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,39 +27,6 @@ const (
 func vectors(t testing.TB) string {
 	t.Helper()
 	return testutil.Vector(t, "puzzlefs")
-}
-
-// needFUSE skips the test without /dev/fuse or fusermount3, except under
-// CI=true, where they are required.
-func needFUSE(t testing.TB) {
-	t.Helper()
-	testutil.RequireTool(t, "fusermount3")
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("/dev/fuse is not usable; under CI=true FUSE is required: %v", err)
-		}
-		t.Skipf("/dev/fuse is not usable; skipping the FUSE mount: %v", err)
-	}
-	f.Close()
-}
-
-// syncBuffer is a log sink tests read while the server may write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // openImage opens TAG of the layout at dir, with the fs-verity chain when
@@ -89,13 +54,13 @@ func openImage(t testing.TB, dir, tag, digest string) *image.Image {
 
 // mountImage mounts im on a fresh directory and unmounts it when the test
 // ends, pass or fail. It returns the mount point and the server's log.
-func mountImage(t testing.TB, im *image.Image, opts Options) (string, *Server, *syncBuffer) {
+func mountImage(t testing.TB, im *image.Image, opts Options) (string, *Server, *testutil.SyncBuffer) {
 	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	if opts.Logger == nil {
 		opts.Logger = log.New(logs, "", 0)
 	}

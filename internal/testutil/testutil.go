@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -33,4 +35,39 @@ func missing(t testing.TB, format string, args ...any) {
 		return
 	}
 	t.Skipf(format+"; skipping (it is present in CI)", args...)
+}
+
+// RequireFUSE skips a test that mounts a file system when /dev/fuse cannot
+// be opened or fusermount3 is missing (fails it under CI=true, where both
+// are set up).
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	RequireTool(t, "fusermount3")
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		if inCI() {
+			t.Fatalf("/dev/fuse is not usable; under CI=true FUSE is required: %v", err)
+		}
+		t.Skipf("/dev/fuse is not usable; skipping the FUSE mount: %v", err)
+	}
+	f.Close()
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use: a log or an output
+// a test reads while a server or process writes it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

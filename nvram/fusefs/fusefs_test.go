@@ -28,36 +28,6 @@ import (
 
 var testKey = []byte("nvram fusefs test key, 32 bytes.")
 
-func needFUSE(t testing.TB) {
-	t.Helper()
-	testutil.RequireTool(t, "fusermount3")
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("/dev/fuse is not usable; under CI=true FUSE is required: %v", err)
-		}
-		t.Skipf("/dev/fuse is not usable; skipping the FUSE mount: %v", err)
-	}
-	f.Close()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newStore makes an image with the given entries.
 func newStore(t testing.TB, entries ...*nvram.Entry) (*cocoonfs.FS, *nvram.Store) {
 	t.Helper()
@@ -93,17 +63,17 @@ func newStore(t testing.TB, entries ...*nvram.Entry) (*cocoonfs.FS, *nvram.Store
 type mounted struct {
 	dir  string
 	srv  *Server
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 func mountStore(t testing.TB, f *cocoonfs.FS, opts Options) *mounted {
 	t.Helper()
-	needFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts.Logger = log.New(logs, "", 0)
 	srv, err := Mount(f, mnt, opts)
 	if err != nil {
