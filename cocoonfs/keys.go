@@ -90,8 +90,26 @@ type keyring struct {
 	algs *algorithms
 	root []byte
 
-	mu    sync.Mutex
-	cache map[keyID][]byte
+	mu      sync.Mutex
+	cache   map[keyID][]byte       // derived subkeys
+	ciphers map[keyID]cipher.Block // expanded encryption keys
+}
+
+// maxCachedKeys bounds each of the keyring's caches: files have a key of
+// their own, and a long-running mount may touch any number of them.
+const maxCachedKeys = 4096
+
+// evictOne makes room in a full cache by dropping any entry (map order is
+// random). A dropped subkey is not cleared: a caller may still be reading
+// it; wipe clears what is cached when the image is closed.
+func evictOne[V any](m map[keyID]V) {
+	if len(m) < maxCachedKeys {
+		return
+	}
+	for id := range m {
+		delete(m, id)
+		return
+	}
 }
 
 // newKeyring runs the raw key through the root-key KDF. The KDF hash is fixed
@@ -110,15 +128,19 @@ func newKeyring(raw, salt []byte, l disk.Layout, algs *algorithms) (*keyring, er
 	if err != nil {
 		return nil, fmt.Errorf("cocoonfs: root key derivation: %w", err)
 	}
-	return &keyring{algs: algs, root: root, cache: make(map[keyID][]byte)}, nil
+	return &keyring{algs: algs, root: root, cache: make(map[keyID][]byte), ciphers: make(map[keyID]cipher.Block)}, nil
 }
 
 // key returns the subkey for (domain, subdomain, purpose). The returned slice
 // is shared; callers must not modify it.
 func (k *keyring) key(domain uint64, subdomain uint32, purpose keyPurpose) []byte {
-	id := keyID{domain, subdomain, purpose}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	return k.keyLocked(keyID{domain, subdomain, purpose})
+}
+
+func (k *keyring) keyLocked(id keyID) []byte {
+	domain, subdomain, purpose := id.domain, id.subdomain, id.purpose
 	if key, ok := k.cache[id]; ok {
 		return key
 	}
@@ -142,15 +164,27 @@ func (k *keyring) key(domain uint64, subdomain uint32, purpose keyPurpose) []byt
 		// The algorithms were resolved at open; KDFa cannot fail after that.
 		panic(fmt.Sprintf("BUG: subkey derivation with a resolved hash failed: %v", err))
 	}
+	evictOne(k.cache)
 	k.cache[id] = key
 	return key
 }
 
+// blockCipher returns the cipher for (domain, subdomain), its key expanded
+// once: every read of a bitmap block, an index node or a file piece needs
+// one. The cipher is safe for concurrent use.
 func (k *keyring) blockCipher(domain uint64, subdomain uint32) cipher.Block {
-	b, err := k.algs.cipher.NewCipher(k.key(domain, subdomain, purposeEncryption))
+	id := keyID{domain, subdomain, purposeEncryption}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if b, ok := k.ciphers[id]; ok {
+		return b
+	}
+	b, err := k.algs.cipher.NewCipher(k.keyLocked(id))
 	if err != nil {
 		panic(fmt.Sprintf("BUG: cipher rejected a key of its own key size: %v", err))
 	}
+	evictOne(k.ciphers)
+	k.ciphers[id] = b
 	return b
 }
 
@@ -167,4 +201,5 @@ func (k *keyring) wipe() {
 		clear(key)
 		delete(k.cache, id)
 	}
+	clear(k.ciphers)
 }
