@@ -58,22 +58,6 @@ func emptyStore(t *testing.T) *Store {
 	return s
 }
 
-func registryRepo(t *testing.T, srv *registrytest.Server, name string, opts *registry.Options) *registry.Repository {
-	t.Helper()
-	ref, err := registry.ParseReference(srv.Ref(name, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts == nil {
-		opts = srv.Options()
-	}
-	r, err := registry.Open(ref, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // sameBlobs checks that s holds exactly blobs, each verified.
 func sameBlobs(t *testing.T, s *Store, blobs map[merkle.Digest][]byte) {
 	t.Helper()
@@ -103,7 +87,7 @@ func TestRegistryPushPull(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
 	s, blobs := registryStore(t, 0, 1, 8192, 8193, 100000, 1<<20)
-	repo := registryRepo(t, srv, "sealfs/blobs", nil)
+	repo := srv.Repository(t, "sealfs/blobs", nil)
 	pr, err := Push(ctx, s, repo, "v1", &RegistryOptions{Concurrency: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +153,7 @@ func TestRegistryPullTampered(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
 	s, blobs := registryStore(t, 50000, 60000)
-	repo := registryRepo(t, srv, "sealfs/blobs", nil)
+	repo := srv.Repository(t, "sealfs/blobs", nil)
 	if _, err := Push(ctx, s, repo, "v1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -250,13 +234,13 @@ func TestRegistryPullResumes(t *testing.T) {
 		sizes[i] = 20000 + i*3000
 	}
 	s, blobs := registryStore(t, sizes...)
-	if _, err := Push(ctx, s, registryRepo(t, srv, "sealfs/blobs", nil), "v1", nil); err != nil {
+	if _, err := Push(ctx, s, srv.Repository(t, "sealfs/blobs", nil), "v1", nil); err != nil {
 		t.Fatal(err)
 	}
 	opts := srv.Options()
 	opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return &cutTransport{next: rt, ok: 5} }
 	dst := emptyStore(t)
-	if _, err := Pull(ctx, registryRepo(t, srv, "sealfs/blobs", opts), "v1", dst, &RegistryOptions{Concurrency: 1}); err == nil {
+	if _, err := Pull(ctx, srv.Repository(t, "sealfs/blobs", opts), "v1", dst, &RegistryOptions{Concurrency: 1}); err == nil {
 		t.Fatal("the cut pull succeeded")
 	}
 	names, _ := dst.List()
@@ -264,7 +248,7 @@ func TestRegistryPullResumes(t *testing.T) {
 		t.Errorf("the cut pull installed %d blobs, want the 5 it fetched", len(names))
 	}
 	checkNoTempFiles(t, dst)
-	res, err := Pull(ctx, registryRepo(t, srv, "sealfs/blobs", nil), "v1", dst, nil)
+	res, err := Pull(ctx, srv.Repository(t, "sealfs/blobs", nil), "v1", dst, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +261,7 @@ func TestRegistryPullResumes(t *testing.T) {
 func TestRegistryPullNotAStore(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
-	repo := registryRepo(t, srv, "sealfs/other", nil)
+	repo := srv.Repository(t, "sealfs/other", nil)
 	cfg := []registry.Blob{{Descriptor: ocispec.DescriptorEmptyJSON, Open: func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(ocispec.DescriptorEmptyJSON.Data)), nil
 	}}}

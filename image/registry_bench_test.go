@@ -35,14 +35,14 @@ func BenchmarkRegistry(b *testing.B) {
 		b.Run(fmt.Sprintf("push/j=%d", conc), func(b *testing.B) {
 			b.SetBytes(br.Bytes)
 			for i := 0; i < b.N; i++ {
-				repo := benchRepo(b, srv, fmt.Sprintf("push/j%d-%d", conc, i))
+				repo := srv.Repository(b, fmt.Sprintf("push/j%d-%d", conc, i), nil)
 				if _, err := Push(ctx, l, "v1", repo, "v1", PushOptions{Concurrency: conc}); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
-	repo := benchRepo(b, srv, "pull/src")
+	repo := srv.Repository(b, "pull/src", nil)
 	if _, err := Push(ctx, l, "v1", repo, "v1", PushOptions{}); err != nil {
 		b.Fatal(err)
 	}

@@ -110,35 +110,6 @@ func sameFiles(t *testing.T, want, got string) {
 	}
 }
 
-func benchRepo(b *testing.B, srv *registrytest.Server, repo string) *registry.Repository {
-	b.Helper()
-	ref, err := registry.ParseReference(srv.Ref(repo, ""))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := registry.Open(ref, srv.Options())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return r
-}
-
-func openRepo(t *testing.T, srv *registrytest.Server, repo string, opts *registry.Options) *registry.Repository {
-	t.Helper()
-	ref, err := registry.ParseReference(srv.Ref(repo, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts == nil {
-		opts = srv.Options()
-	}
-	r, err := registry.Open(ref, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 func build(t *testing.T, src, oci, tag, base string) *BuildResult {
 	t.Helper()
 	r, err := Build(context.Background(), src, oci, tag, BuildOptions{Base: base})
@@ -165,7 +136,7 @@ func TestPushPullExtract(t *testing.T) {
 	src := randomTree(t, 1, 300<<10, 70<<10, 1<<20, 5)
 	oci := filepath.Join(t.TempDir(), "oci")
 	br := build(t, src, oci, "v1", "")
-	repo := openRepo(t, srv, "sealfs/img", nil)
+	repo := srv.Repository(t, "sealfs/img", nil)
 
 	pr, err := Push(ctx, openLayout(t, oci), "v1", repo, "v1", PushOptions{})
 	if err != nil {
@@ -230,7 +201,7 @@ func TestPushOnlyChanged(t *testing.T) {
 	src := randomTree(t, 2, 2<<20, 1<<20, 700<<10)
 	oci := filepath.Join(t.TempDir(), "oci")
 	build(t, src, oci, "v1", "")
-	repo := openRepo(t, srv, "sealfs/img", nil)
+	repo := srv.Repository(t, "sealfs/img", nil)
 	if _, err := Push(ctx, openLayout(t, oci), "v1", repo, "v1", PushOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +240,7 @@ func TestPushOnlyChanged(t *testing.T) {
 	t.Logf("v2: %d bytes sent for a %d-byte tree (%d chunks new, %d skipped)", sent, v2.Bytes, v2.NewChunks, pr.Blobs.Skipped.Blobs)
 
 	// Pushing to another repository of the registry mounts the blobs.
-	other := openRepo(t, srv, "sealfs/copy", nil)
+	other := srv.Repository(t, "sealfs/copy", nil)
 	pr, err = Push(ctx, openLayout(t, oci), "v2", other, "v2", PushOptions{MountFrom: []string{"sealfs/img"}})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +261,7 @@ func TestManifestReadByCurl(t *testing.T) {
 	oci := filepath.Join(t.TempDir(), "oci")
 	build(t, src, oci, "v1", "")
 	l := openLayout(t, oci)
-	if _, err := Push(ctx, l, "v1", openRepo(t, srv, "curl/img", nil), "latest", PushOptions{}); err != nil {
+	if _, err := Push(ctx, l, "v1", srv.Repository(t, "curl/img", nil), "latest", PushOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := l.Manifest("v1")
@@ -342,7 +313,7 @@ func TestRemoteLazy(t *testing.T) {
 	src := randomTree(t, 4, 1<<20, 1<<20, 1<<20, 1<<20)
 	oci := filepath.Join(t.TempDir(), "oci")
 	br := build(t, src, oci, "v1", "")
-	repo := openRepo(t, srv, "sealfs/lazy", nil)
+	repo := srv.Repository(t, "sealfs/lazy", nil)
 	if _, err := Push(ctx, openLayout(t, oci), "v1", repo, "v1", PushOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +418,7 @@ func TestRegistryTampered(t *testing.T) {
 	src := randomTree(t, 5, 300<<10, 300<<10)
 	oci := filepath.Join(t.TempDir(), "oci")
 	br := build(t, src, oci, "v1", "")
-	repo := openRepo(t, srv, "sealfs/bad", nil)
+	repo := srv.Repository(t, "sealfs/bad", nil)
 	if _, err := Push(ctx, openLayout(t, oci), "v1", repo, "v1", PushOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -517,12 +488,12 @@ func TestPullResumes(t *testing.T) {
 	src := randomTree(t, 6, 1<<20, 1<<20, 512<<10)
 	oci := filepath.Join(t.TempDir(), "oci")
 	br := build(t, src, oci, "v1", "")
-	if _, err := Push(ctx, openLayout(t, oci), "v1", openRepo(t, srv, "sealfs/resume", nil), "v1", PushOptions{}); err != nil {
+	if _, err := Push(ctx, openLayout(t, oci), "v1", srv.Repository(t, "sealfs/resume", nil), "v1", PushOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	opts := srv.Options()
 	opts.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return &failingTransport{next: rt, ok: 10} }
-	cut := openRepo(t, srv, "sealfs/resume", opts)
+	cut := srv.Repository(t, "sealfs/resume", opts)
 	dst := filepath.Join(t.TempDir(), "pulled")
 	if _, err := Pull(ctx, cut, "v1", dst, "v1", PullOptions{Concurrency: 1}); err == nil {
 		t.Fatal("the cut pull succeeded")
@@ -549,7 +520,7 @@ func TestPullResumes(t *testing.T) {
 		t.Errorf("the cut pull left %d blobs, want the 10 it fetched", len(ents))
 	}
 
-	res, err := Pull(ctx, openRepo(t, srv, "sealfs/resume", nil), "v1", dst, "v1", PullOptions{RootDigest: &br.RootDigest})
+	res, err := Pull(ctx, srv.Repository(t, "sealfs/resume", nil), "v1", dst, "v1", PullOptions{RootDigest: &br.RootDigest})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,22 +22,6 @@ import (
 	"github.com/sealfs/sealfs/registry/registrytest"
 )
 
-func open(t *testing.T, srv *registrytest.Server, repo string, opts *registry.Options) *registry.Repository {
-	t.Helper()
-	ref, err := registry.ParseReference(srv.Ref(repo, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts == nil {
-		opts = srv.Options()
-	}
-	r, err := registry.Open(ref, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // testBlobs makes n blobs of distinct bytes.
 func testBlobs(n int, size int) ([]registry.Blob, [][]byte) {
 	var blobs []registry.Blob
@@ -66,7 +50,7 @@ func manifestOf(blobs []registry.Blob) []byte {
 func TestPushFetch(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
-	repo := open(t, srv, "sealfs/test", nil)
+	repo := srv.Repository(t, "sealfs/test", nil)
 	blobs, data := testBlobs(6, 10000)
 
 	var last registry.Progress
@@ -100,7 +84,7 @@ func TestPushFetch(t *testing.T) {
 	}
 
 	// Another repository of the same registry mounts instead of uploading.
-	other := open(t, srv, "sealfs/other", nil)
+	other := srv.Repository(t, "sealfs/other", nil)
 	st, err = other.PushBlobs(ctx, blobs, &registry.PushOptions{MountFrom: []string{"sealfs/test"}})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +134,7 @@ func TestPushFetch(t *testing.T) {
 func TestNotFound(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
-	repo := open(t, srv, "nothing/here", nil)
+	repo := srv.Repository(t, "nothing/here", nil)
 	_, _, err := repo.FetchManifest(ctx, "v1", 1<<20)
 	if !errors.Is(err, registry.ErrNotFound) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing tag: %v, want ErrNotFound and fs.ErrNotExist", err)
@@ -168,7 +152,7 @@ func TestNotFound(t *testing.T) {
 func TestAlteredBlob(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
-	repo := open(t, srv, "sealfs/test", nil)
+	repo := srv.Repository(t, "sealfs/test", nil)
 	blobs, _ := testBlobs(1, 5000)
 	if _, err := repo.PushBlobs(ctx, blobs, nil); err != nil {
 		t.Fatal(err)
@@ -196,7 +180,7 @@ func TestAlteredBlob(t *testing.T) {
 func TestLocalMismatch(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
-	repo := open(t, srv, "sealfs/test", nil)
+	repo := srv.Repository(t, "sealfs/test", nil)
 	blobs, _ := testBlobs(1, 5000)
 	blobs[0].Open = func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(bytes.Repeat([]byte{9}, 5000))), nil
@@ -214,7 +198,7 @@ func TestAuth(t *testing.T) {
 	ctx := context.Background()
 	blobs, _ := testBlobs(2, 100)
 	push := func(opts *registry.Options) error {
-		_, err := open(t, srv, "sealfs/auth", opts).PushBlobs(ctx, blobs, nil)
+		_, err := srv.Repository(t, "sealfs/auth", opts).PushBlobs(ctx, blobs, nil)
 		return err
 	}
 	anon := srv.Options()
@@ -271,18 +255,18 @@ func TestAuth(t *testing.T) {
 func TestTLS(t *testing.T) {
 	srv := registrytest.Start(t, registrytest.Options{TLS: true})
 	ctx := context.Background()
-	if _, err := open(t, srv, "sealfs/tls", nil).Tags(ctx); err != nil && !errors.Is(err, registry.ErrNotFound) {
+	if _, err := srv.Repository(t, "sealfs/tls", nil).Tags(ctx); err != nil && !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("with the CA: %v", err)
 	}
 	noCA := srv.Options()
 	noCA.CAFile = ""
-	_, err := open(t, srv, "sealfs/tls", noCA).Tags(ctx)
+	_, err := srv.Repository(t, "sealfs/tls", noCA).Tags(ctx)
 	if !errors.Is(err, registry.ErrNetwork) || !strings.Contains(err.Error(), "--ca-file") {
 		t.Errorf("without the CA: %v, want ErrNetwork suggesting --ca-file", err)
 	}
 	plain := srv.Options()
 	plain.PlainHTTP = true
-	if _, err := open(t, srv, "sealfs/tls", plain).Tags(ctx); !errors.Is(err, registry.ErrNetwork) {
+	if _, err := srv.Repository(t, "sealfs/tls", plain).Tags(ctx); !errors.Is(err, registry.ErrNetwork) {
 		t.Errorf("plain HTTP to a TLS registry: %v, want ErrNetwork", err)
 	}
 }

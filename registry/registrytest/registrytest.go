@@ -225,6 +225,23 @@ func (s *Server) Options() *registry.Options {
 	return o
 }
 
+// Repository opens repo on this registry with opts (nil: Options()).
+func (s *Server) Repository(t testing.TB, repo string, opts *registry.Options) *registry.Repository {
+	t.Helper()
+	ref, err := registry.ParseReference(s.Ref(repo, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts == nil {
+		opts = s.Options()
+	}
+	r, err := registry.Open(ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // BlobPath returns where the registry stores the bytes of blob digest
 // ("sha256:<hex>"), so tests can alter them.
 func (s *Server) BlobPath(digest string) string {
